@@ -33,9 +33,9 @@ class ReviewedSwitch final : public ContextSwitch {
   void EnterGuest(SwitchContext& ctx) const override {
     VcpuPmu& v = ctx.vcpu;
     if (v.mode == PmuMode::kTrapped) {
-      InstallTrapEverything(ctx, ctx.pcpu.hw.num_counters());
+      InstallTrapEverything(ctx, /*partitioned=*/false);
     } else if (v.ownership == PmuOwnership::kFree) {
-      InstallTrapEverything(ctx, v.config.h);
+      InstallTrapEverything(ctx, /*partitioned=*/true);
     } else {
       // Step 7: late, so that host code between load and entry keeps its PMUSERENR and PMSELR.
       InstallGuestUserState(ctx);

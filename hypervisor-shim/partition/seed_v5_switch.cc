@@ -42,9 +42,9 @@ class SeedV5Switch final : public ContextSwitch {
   void EnterGuest(SwitchContext& ctx) const override {
     VcpuPmu& v = ctx.vcpu;
     if (v.mode == PmuMode::kTrapped) {
-      InstallTrapEverything(ctx, ctx.pcpu.hw.num_counters());
+      InstallTrapEverything(ctx, /*partitioned=*/false);
     } else if (v.ownership == PmuOwnership::kFree || !ctx.pcpu.hw.features().fgt) {
-      InstallTrapEverything(ctx, v.config.h);
+      InstallTrapEverything(ctx, /*partitioned=*/true);
     } else {
       InstallGuestControl(ctx);
     }

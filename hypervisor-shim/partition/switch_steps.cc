@@ -124,7 +124,7 @@ void InstallGuestControl(SwitchContext& ctx) {
   if (hw.features().fgt) hw.WriteFineGrainedTraps(kPartitionedTraps);
 }
 
-void InstallTrapEverything(SwitchContext& ctx, int hpmn) {
+void InstallTrapEverything(SwitchContext& ctx, bool partitioned) {
   pmu::Pmuv3& hw = ctx.pcpu.hw;
   SavedHostState& host = ctx.pcpu.saved_host;
   if (!host.pmuserenr_saved) {
@@ -132,9 +132,10 @@ void InstallTrapEverything(SwitchContext& ctx, int hpmn) {
     host.pmuserenr_saved = true;
   }
   hw.Write({PmuReg::kPmuserenr}, pmu::userenr::kMask, kEl2);
+  const int hpmn = partitioned ? ctx.vcpu.config.h : hw.num_counters();
   uint64_t mdcr = static_cast<uint64_t>(hpmn) | pmu::mdcr::kTpm | pmu::mdcr::kTpmcr |
                   pmu::mdcr::kHpme | (ctx.pcpu.host_mdcr & pmu::mdcr::kHlp);
-  if (hpmn < hw.num_counters()) mdcr |= pmu::mdcr::kHpmd | pmu::mdcr::kHccd;
+  if (partitioned) mdcr |= pmu::mdcr::kHpmd | pmu::mdcr::kHccd;
   hw.Write({PmuReg::kMdcrEl2}, mdcr, kEl2);
 }
 

@@ -41,8 +41,9 @@ void InstallGuestUserState(SwitchContext& ctx);
 // fine-grained traps for PMOVS*, PMEVTYPER<n>, PMCCFILTR when FGT is used.
 void InstallGuestControl(SwitchContext& ctx);
 // Guest context in which every PMU access traps (FREE vCPUs, trapped fallback): hardware
-// PMUSERENR opened so that EL0 accesses reach the EL2 trap, MDCR_EL2.TPM set, HPMN = `hpmn`.
-void InstallTrapEverything(SwitchContext& ctx, int hpmn);
+// PMUSERENR opened so that EL0 accesses reach the EL2 trap, MDCR_EL2.TPM set; HPMN = h with the
+// guest-context bits for a `partitioned` (FREE) vCPU, HPMN = N for the trapped fallback.
+void InstallTrapEverything(SwitchContext& ctx, bool partitioned);
 // Put step 1, guest part: saves guest PMSELR and PMUSERENR (if `user_state`) and PMCR.
 void SaveGuestExitState(SwitchContext& ctx, bool user_state);
 // Put step 1, host part: restores whatever entry saved, host PMCR and MDCR_EL2 (HPMN = N).
