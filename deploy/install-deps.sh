@@ -9,7 +9,7 @@ packages=(
   build-essential cmake ninja-build pkg-config clang libclang-rt-14-dev
   # libraries (all from Debian; nothing vendored)
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-  libabsl-dev libsqlite3-dev sqlite3 prometheus-cpp-dev libssl-dev zlib1g-dev
+  libabsl-dev libsqlite3-dev sqlite3 prometheus-cpp-dev libssl-dev zlib1g-dev nlohmann-json3-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev openssl python3 curl
   # end-to-end: real Prometheus and Alertmanager

@@ -135,10 +135,19 @@ absl::StatusOr<VcpuPmu*> PartitionedHost::RunningVcpu(int pcpu) {
   return v;
 }
 
-void PartitionedHost::AfterOperation() {
+void PartitionedHost::AfterOperation(VcpuPmu* vcpu) {
   if (!options_.check_invariants) return;
   checker_.CheckState(*this);
   checker_.CheckLost(ledger_.total_lost(), ledger_.total_misattributed());
+  const uint64_t total = checker_.total();
+  if (vcpu != nullptr) vcpu->stats.invariant_violations += total - violations_charged_;
+  violations_charged_ = total;
+}
+
+absl::Status PartitionedHost::SetHalted(int vcpu, bool halted) {
+  if (vcpu < 0 || vcpu >= num_vcpus()) return absl::OutOfRangeError(absl::StrCat("vCPU ", vcpu, " does not exist"));
+  vcpus_[vcpu]->halted = halted;
+  return absl::OkStatus();
 }
 
 void PartitionedHost::CheckInvariants() {
@@ -173,7 +182,7 @@ absl::Status PartitionedHost::Load(int vcpu, int pcpu) {
   UpdateVirtualIrq(v, &p);
   if (options_.check_invariants) {
     checker_.CheckLoad(before, p, v);
-    AfterOperation();
+    AfterOperation(&v);
   }
   return absl::OkStatus();
 }
@@ -192,7 +201,7 @@ absl::Status PartitionedHost::EnterGuest(int pcpu) {
   v.stats.entry_exit_register_accesses += p.hw.access_counts().total - accesses;
   if (options_.check_invariants) {
     checker_.CheckEntry(before, p, v);
-    AfterOperation();
+    AfterOperation(&v);
   }
   return absl::OkStatus();
 }
@@ -207,7 +216,7 @@ absl::Status PartitionedHost::ExitGuest(int pcpu) {
   ContextSwitchFor(v.config.policy).ExitGuest(ctx);
   v.stats.entry_exit_register_accesses += p.hw.access_counts().total - accesses;
   UpdateVirtualIrq(v, &p);
-  AfterOperation();
+  AfterOperation(&v);
   return absl::OkStatus();
 }
 
@@ -238,7 +247,7 @@ absl::Status PartitionedHost::Put(int pcpu) {
   UpdateVirtualIrq(v, nullptr);
   if (options_.check_invariants) {
     checker_.CheckHostUserState(p, host_user_state_[pcpu].first, host_user_state_[pcpu].second, v.id);
-    AfterOperation();
+    AfterOperation(&v);
   }
   return absl::OkStatus();
 }
@@ -274,7 +283,7 @@ absl::StatusOr<AccessResult> PartitionedHost::GuestAccess(int pcpu, PmuRegRef re
   if (options_.check_invariants) {
     if (v.ideal) checker_.CheckGuestAccess(v, ref, is_write, result, ideal);
     if (is_write) checker_.CheckGuestWrite(before, p, v, ref, value);
-    AfterOperation();
+    AfterOperation(&v);
   }
   return result;
 }
@@ -303,7 +312,7 @@ absl::Status PartitionedHost::CountGuestEvent(int pcpu, uint16_t event, uint64_t
     v.saved.CountEvent(event, count, el);
     UpdateVirtualIrq(v, pcpus_[pcpu].get());
   }
-  AfterOperation();
+  AfterOperation(&v);
   return absl::OkStatus();
 }
 
@@ -326,7 +335,7 @@ absl::StatusOr<AccessResult> PartitionedHost::HostAccess(int pcpu, PmuRegRef ref
       ledger_.ClearUnseen(FlagLocation::Hardware(pcpu), cleared, LostReason::kHostClobbered);
     }
   }
-  AfterOperation();
+  AfterOperation(&v);
   return r;
 }
 
@@ -372,7 +381,7 @@ absl::Status PartitionedHost::HandleHostInterrupt(int pcpu) {
     ++v->stats.host_irqs_attributed;
     UpdateVirtualIrq(*v, &p);
   }
-  AfterOperation();
+  AfterOperation(v);
   return absl::OkStatus();
 }
 

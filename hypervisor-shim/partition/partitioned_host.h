@@ -90,6 +90,9 @@ class PartitionedHost {
   OverflowLedger& mutable_ledger() { return ledger_; }
   const InvariantChecker& checker() const { return checker_; }
   bool checking() const { return options_.check_invariants; }
+  // A vCPU that executed WFI: it is woken by a rising virtual PMU line (or by the caller).
+  absl::Status SetHalted(int vcpu, bool halted);
+
   // The bare hardware of a pCPU, bypassing the hypervisor (trace tool, tests). Host-context
   // writes should go through HostAccess so that the host's own values are tracked.
   pmu::Pmuv3& RawHardware(int pcpu) { return pcpus_[pcpu]->hw; }
@@ -105,7 +108,8 @@ class PartitionedHost {
   absl::Status CheckPcpu(int pcpu) const;
   absl::StatusOr<VcpuPmu*> RunningVcpu(int pcpu);
   SwitchContext Context(PcpuPmu& p, VcpuPmu& v) { return SwitchContext{p, v, ledger_}; }
-  void AfterOperation();
+  // Runs the state checks after an operation and charges new violations to `vcpu` (if any).
+  void AfterOperation(VcpuPmu* vcpu = nullptr);
 
   PartitionedHostOptions options_;
   uint64_t now_ns_ = 0;
@@ -117,6 +121,7 @@ class PartitionedHost {
   // The host's own PMUSERENR/PMSELR as host code last wrote them, per pCPU (item 12).
   std::vector<std::pair<uint64_t, uint64_t>> host_user_state_;
   int next_host_event_id_ = 0;
+  uint64_t violations_charged_ = 0;
 };
 
 }  // namespace fleetpmu::partition

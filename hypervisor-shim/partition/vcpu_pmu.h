@@ -58,6 +58,7 @@ struct VcpuSwitchStats {
   uint64_t host_irqs_attributed = 0;
   uint64_t virtual_irq_assertions = 0;
   uint64_t halted_wakes = 0;
+  uint64_t invariant_violations = 0;  // found while this vCPU was the one being switched or run
 };
 
 struct VcpuPmu {

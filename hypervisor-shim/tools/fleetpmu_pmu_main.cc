@@ -6,9 +6,7 @@
 #include <string>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
-#include "absl/flags/usage_config.h"
+#include "proto/fleetpmu/cli/program.h"
 #include "hypervisor-shim/tools/trace_interpreter.h"
 
 ABSL_FLAG(bool, check_invariants, false,
@@ -18,9 +16,9 @@ ABSL_FLAG(bool, check_invariants, false,
 namespace {
 
 constexpr char kUsage[] =
-    "Executes a register-level PMU trace.\n"
+    "Usage: fleetpmu-pmu [--check-invariants] TRACE   (TRACE may be - for standard input)\n"
     "\n"
-    "  fleetpmu-pmu [--check-invariants] TRACE   (TRACE may be - for standard input)\n"
+    "Executes a register-level PMU trace against the PMUv3 model and the partitioned context switch.\n"
     "\n"
     "One command a line, '#' starts a comment. Core commands:\n"
     "  pmu N=<0..31> [p5] [hpmn0] [fgt]   (re)initialise: every register 0, MDCR_EL2.HPMN = N\n"
@@ -37,22 +35,7 @@ constexpr char kUsage[] =
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(kUsage);
-  absl::FlagsUsageConfig config;
-  config.version_string = [] { return std::string("fleetpmu-pmu " FLEETPMU_VERSION "\n"); };
-  absl::SetFlagsUsageConfig(config);
-  // Flags are spelled with dashes on the command line (--check-invariants); absl names use '_'.
-  std::vector<std::string> storage(argv, argv + argc);
-  std::vector<char*> normalised;
-  for (std::string& arg : storage) {
-    if (arg.rfind("--", 0) == 0) {
-      for (size_t i = 2; i < arg.size() && arg[i] != '='; ++i) {
-        if (arg[i] == '-') arg[i] = '_';
-      }
-    }
-    normalised.push_back(arg.data());
-  }
-  std::vector<char*> args = absl::ParseCommandLine(argc, normalised.data());
+  std::vector<char*> args = fleetpmu::cli::InitProgram(argc, argv, kUsage);
   if (args.size() != 2) {
     std::cerr << "fleetpmu-pmu: expected exactly one TRACE argument (see --help)\n";
     return 2;
