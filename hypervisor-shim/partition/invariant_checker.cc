@@ -55,100 +55,102 @@ PcpuSnapshot InvariantChecker::Snapshot(const PcpuPmu& pcpu) {
 }
 
 void InvariantChecker::CheckState(const PartitionedHost& host) {
-  for (int i = 0; i < host.num_pcpus(); ++i) {
-    const PcpuPmu& p = host.pcpu(i);
-    const pmu::Pmuv3State& hw = p.hw.state();
-    const int n_counters = p.hw.num_counters();
-    const int hpmn = p.hw.hpmn();
-    const VcpuPmu* v = p.loaded;
+  for (int i = 0; i < host.num_pcpus(); ++i) CheckPcpuState(host.pcpu(i));
+}
 
-    // 14: unimplemented bits RAZ/WI, storage width.
-    const uint32_t impl = p.hw.ImplementedMask();
-    if ((hw.cnten | hw.inten | hw.ovs) & ~impl) {
-      Record(14, absl::StrFormat("pCPU %d: bitmap bits set outside implemented mask 0x%08x", i, impl));
-    }
-    for (int n = 0; n < pmu::kMaxEventCounters; ++n) {
-      if (n >= n_counters && (hw.evcntr[n] != 0 || hw.evtyper[n] != 0)) {
-        Record(14, absl::StrFormat("pCPU %d: unimplemented counter %d holds state", i, n));
-      }
-      if (!p.hw.features().p5 && (hw.evcntr[n] >> 32) != 0) {
-        Record(14, absl::StrFormat("pCPU %d: counter %d exceeds 32 bits without PMUv3p5", i, n));
-      }
-    }
+void InvariantChecker::CheckPcpuState(const PcpuPmu& p) {
+  const int i = p.index;
+  const pmu::Pmuv3State& hw = p.hw.state();
+  const int n_counters = p.hw.num_counters();
+  const int hpmn = p.hw.hpmn();
+  const VcpuPmu* v = p.loaded;
 
-    // 2: MDCR_EL2 matches the context.
-    const bool guest_ctx = v != nullptr && v->in_guest;
-    if (!guest_ctx || v->mode == PmuMode::kTrapped) {
-      if (hpmn != n_counters) {
-        Record(2, absl::StrFormat("pCPU %d: HPMN=%d outside partitioned guest context, expected N=%d", i, hpmn, n_counters));
-      }
-    } else {
-      const uint64_t need = pmu::mdcr::kHpme | pmu::mdcr::kHpmd | pmu::mdcr::kHccd;
-      if (hpmn != v->config.h || (hw.mdcr & need) != need) {
-        Record(2, absl::StrFormat("pCPU %d vCPU %d: guest MDCR_EL2=0x%x, expected HPMN=%d with HPME, HPMD, HCCD",
-                                  i, v->id, hw.mdcr, v->config.h));
-      }
-      // 11: the guest sees PMCR.N == h (PMCR.N reads HPMN below EL2).
-      if (hpmn != v->config.h) Record(11, absl::StrFormat("vCPU %d: guest PMCR.N=%d, h=%d", v->id, hpmn, v->config.h));
+  // 14: unimplemented bits RAZ/WI, storage width.
+  const uint32_t impl = p.hw.ImplementedMask();
+  if ((hw.cnten | hw.inten | hw.ovs) & ~impl) {
+    Record(14, absl::StrFormat("pCPU %d: bitmap bits set outside implemented mask 0x%08x", i, impl));
+  }
+  for (int n = 0; n < pmu::kMaxEventCounters; ++n) {
+    if (n >= n_counters && (hw.evcntr[n] != 0 || hw.evtyper[n] != 0)) {
+      Record(14, absl::StrFormat("pCPU %d: unimplemented counter %d holds state", i, n));
     }
-    if (v == nullptr) continue;
+    if (!p.hw.features().p5 && (hw.evcntr[n] >> 32) != 0) {
+      Record(14, absl::StrFormat("pCPU %d: counter %d exceeds 32 bits without PMUv3p5", i, n));
+    }
+  }
 
-    // 3: only what can be partitioned runs partitioned.
-    if (v->mode == PmuMode::kPartitioned) {
-      if (v->config.h > n_counters || (v->config.h == 0 && !p.hw.features().hpmn0) ||
-          v->config.features.num_counters != n_counters || v->config.features.p5 != p.hw.features().p5) {
-        Record(3, absl::StrFormat("vCPU %d (h=%d) runs partitioned on pCPU %d (N=%d, HPMN0=%d) it does not fit",
-                                  v->id, v->config.h, i, n_counters, p.hw.features().hpmn0));
+  // 2: MDCR_EL2 matches the context.
+  const bool guest_ctx = v != nullptr && v->in_guest;
+  if (!guest_ctx || v->mode == PmuMode::kTrapped) {
+    if (hpmn != n_counters) {
+      Record(2, absl::StrFormat("pCPU %d: HPMN=%d outside partitioned guest context, expected N=%d", i, hpmn, n_counters));
+    }
+  } else {
+    const uint64_t need = pmu::mdcr::kHpme | pmu::mdcr::kHpmd | pmu::mdcr::kHccd;
+    if (hpmn != v->config.h || (hw.mdcr & need) != need) {
+      Record(2, absl::StrFormat("pCPU %d vCPU %d: guest MDCR_EL2=0x%x, expected HPMN=%d with HPME, HPMD, HCCD",
+                                i, v->id, hw.mdcr, v->config.h));
+    }
+    // 11: the guest sees PMCR.N == h (PMCR.N reads HPMN below EL2).
+    if (hpmn != v->config.h) Record(11, absl::StrFormat("vCPU %d: guest PMCR.N=%d, h=%d", v->id, hpmn, v->config.h));
+  }
+  if (v == nullptr) return;
+
+  // 3: only what can be partitioned runs partitioned.
+  if (v->mode == PmuMode::kPartitioned) {
+    if (v->config.h > n_counters || (v->config.h == 0 && !p.hw.features().hpmn0) ||
+        v->config.features.num_counters != n_counters || v->config.features.p5 != p.hw.features().p5) {
+      Record(3, absl::StrFormat("vCPU %d (h=%d) runs partitioned on pCPU %d (N=%d, HPMN0=%d) it does not fit",
+                                v->id, v->config.h, i, n_counters, p.hw.features().hpmn0));
+    }
+  }
+
+  // 4: dynamic reservation keeps host events off a loaded partitioned vCPU's counters.
+  if (p.reservation == HostReservation::kDynamic && v->mode == PmuMode::kPartitioned) {
+    for (const HostEvent& e : p.host_events) {
+      if (e.counter >= 0 && (v->guest_mask() & (1u << e.counter))) {
+        Record(4, absl::StrFormat("pCPU %d: host event %s on counter %d while vCPU %d (h=%d) is loaded",
+                                  i, e.name, e.counter, v->id, v->config.h));
       }
     }
+  }
 
-    // 4: dynamic reservation keeps host events off a loaded partitioned vCPU's counters.
-    if (p.reservation == HostReservation::kDynamic && v->mode == PmuMode::kPartitioned) {
-      for (const HostEvent& e : p.host_events) {
-        if (e.counter >= 0 && (v->guest_mask() & (1u << e.counter))) {
-          Record(4, absl::StrFormat("pCPU %d: host event %s on counter %d while vCPU %d (h=%d) is loaded",
-                                    i, e.name, e.counter, v->id, v->config.h));
-        }
+  // 5: guest types in hardware never include EL2; denied events never count.
+  if (VcpuLive(*v)) {
+    const pmu::Pmuv3State& s = v->saved.state();
+    for (int n = 0; n <= v->config.h; ++n) {
+      const bool cycle = n == v->config.h;
+      const uint32_t type = cycle ? hw.ccfiltr : hw.evtyper[n];
+      const uint16_t event = cycle ? pmu::kEventCpuCycles : static_cast<uint16_t>(s.evtyper[n] & pmu::evtyper::kEventMask);
+      if (type & pmu::evtyper::kNsh) {
+        Record(5, absl::StrFormat("pCPU %d: guest %s has NSH set in hardware", i, cycle ? "PMCCFILTR" : absl::StrCat("PMEVTYPER", n)));
+      }
+      if (!v->config.filter.Allows(event) &&
+          (pmu::FilterAllows(type, ExceptionLevel::kEl0) || pmu::FilterAllows(type, ExceptionLevel::kEl1))) {
+        Record(5, absl::StrFormat("pCPU %d: denied event 0x%x can count on counter %d", i, event, cycle ? kCycle : n));
       }
     }
+  }
 
-    // 5: guest types in hardware never include EL2; denied events never count.
+  // 9: the virtual line follows vPMOVSSET & vPMINTENSET & PMCR.E. With FGT a guest in guest
+  // context writes PMINTEN/PMCR directly, which the hypervisor sees at its next exit only.
+  if (!(v->in_guest && p.hw.features().fgt && VcpuLive(*v))) {
+    bool expected;
     if (VcpuLive(*v)) {
-      const pmu::Pmuv3State& s = v->saved.state();
-      for (int n = 0; n <= v->config.h; ++n) {
-        const bool cycle = n == v->config.h;
-        const uint32_t type = cycle ? hw.ccfiltr : hw.evtyper[n];
-        const uint16_t event = cycle ? pmu::kEventCpuCycles : static_cast<uint16_t>(s.evtyper[n] & pmu::evtyper::kEventMask);
-        if (type & pmu::evtyper::kNsh) {
-          Record(5, absl::StrFormat("pCPU %d: guest %s has NSH set in hardware", i, cycle ? "PMCCFILTR" : absl::StrCat("PMEVTYPER", n)));
-        }
-        if (!v->config.filter.Allows(event) &&
-            (pmu::FilterAllows(type, ExceptionLevel::kEl0) || pmu::FilterAllows(type, ExceptionLevel::kEl1))) {
-          Record(5, absl::StrFormat("pCPU %d: denied event 0x%x can count on counter %d", i, event, cycle ? kCycle : n));
-        }
-      }
+      const uint64_t pmcr = v->in_guest ? hw.pmcr : v->saved.state().pmcr;
+      expected = (pmcr & pmu::pmcr::kE) && (v->saved.state().ovs & hw.inten & v->guest_mask());
+    } else {
+      expected = v->saved.InterruptLine();
     }
-
-    // 9: the virtual line follows vPMOVSSET & vPMINTENSET & PMCR.E. With FGT a guest in guest
-    // context writes PMINTEN/PMCR directly, which the hypervisor sees at its next exit only.
-    if (!(v->in_guest && p.hw.features().fgt && VcpuLive(*v))) {
-      bool expected;
-      if (VcpuLive(*v)) {
-        const uint64_t pmcr = v->in_guest ? hw.pmcr : v->saved.state().pmcr;
-        expected = (pmcr & pmu::pmcr::kE) && (v->saved.state().ovs & hw.inten & v->guest_mask());
-      } else {
-        expected = v->saved.InterruptLine();
-      }
-      if (expected != v->virtual_irq_level) {
-        Record(9, absl::StrFormat("vCPU %d: virtual PMU line %d, overflow condition %d", v->id,
-                                  v->virtual_irq_level, expected));
-      }
-      // 16: the interrupt timeline matches the ideal vPMU's once the host has taken the physical
-      // interrupt (a pending one is still on its way).
-      if (v->ideal && !p.hw.InterruptLine() && v->ideal->InterruptLine() != v->virtual_irq_level) {
-        Record(16, absl::StrFormat("vCPU %d: virtual PMU line %d, ideal vPMU line %d", v->id,
-                                   v->virtual_irq_level, v->ideal->InterruptLine()));
-      }
+    if (expected != v->virtual_irq_level) {
+      Record(9, absl::StrFormat("vCPU %d: virtual PMU line %d, overflow condition %d", v->id,
+                                v->virtual_irq_level, expected));
+    }
+    // 16: the interrupt timeline matches the ideal vPMU's once the host has taken the physical
+    // interrupt (a pending one is still on its way).
+    if (v->ideal && !p.hw.InterruptLine() && v->ideal->InterruptLine() != v->virtual_irq_level) {
+      Record(16, absl::StrFormat("vCPU %d: virtual PMU line %d, ideal vPMU line %d", v->id,
+                                 v->virtual_irq_level, v->ideal->InterruptLine()));
     }
   }
 }

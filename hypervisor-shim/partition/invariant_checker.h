@@ -52,6 +52,8 @@ class InvariantChecker {
   static PcpuSnapshot Snapshot(const PcpuPmu& pcpu);
 
   void CheckState(const PartitionedHost& host);
+  // The state invariants of one pCPU and the vCPU loaded there.
+  void CheckPcpuState(const PcpuPmu& pcpu);
   void CheckLoad(const PcpuSnapshot& before, const PcpuPmu& pcpu, const VcpuPmu& vcpu);
   void CheckEntry(const PcpuSnapshot& before, const PcpuPmu& pcpu, const VcpuPmu& vcpu);
   void CheckPut(const PcpuSnapshot& before, const PcpuPmu& pcpu, const VcpuPmu& vcpu,

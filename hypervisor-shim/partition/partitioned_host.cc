@@ -50,7 +50,7 @@ class PartitionedHost::IdealWraps final : public pmu::OverflowObserver {
 };
 
 PartitionedHost::PartitionedHost(PartitionedHostOptions options) : options_(options) {
-  ledger_.set_ground_truth(options_.ground_truth);
+  ledger_.set_ground_truth(options_.ground_truth || !options_.expected_wraps_from_ideal);
 }
 
 PartitionedHost::~PartitionedHost() = default;
@@ -89,7 +89,7 @@ absl::StatusOr<int> PartitionedHost::AddVcpu(VcpuPmuConfig config) {
   VcpuPmu& v = *vcpus_.back();
   observers_.push_back(std::make_unique<MemoryWraps>(ledger_, id));
   v.saved.set_overflow_observer(observers_.back().get());
-  if (v.ideal) {
+  if (v.ideal && options_.expected_wraps_from_ideal) {
     observers_.push_back(std::make_unique<IdealWraps>(ledger_, id));
     v.ideal->set_overflow_observer(observers_.back().get());
   }
@@ -135,9 +135,11 @@ absl::StatusOr<VcpuPmu*> PartitionedHost::RunningVcpu(int pcpu) {
   return v;
 }
 
-void PartitionedHost::AfterOperation(VcpuPmu* vcpu) {
+void PartitionedHost::AfterOperation(const PcpuPmu& pcpu, VcpuPmu* vcpu) {
   if (!options_.check_invariants) return;
-  checker_.CheckState(*this);
+  // Only the pCPU an operation touched can have changed; vCPUs elsewhere are checked when they
+  // are switched.
+  checker_.CheckPcpuState(pcpu);
   checker_.CheckLost(ledger_.total_lost(), ledger_.total_misattributed());
   const uint64_t total = checker_.total();
   if (vcpu != nullptr) vcpu->stats.invariant_violations += total - violations_charged_;
@@ -182,7 +184,7 @@ absl::Status PartitionedHost::Load(int vcpu, int pcpu) {
   UpdateVirtualIrq(v, &p);
   if (options_.check_invariants) {
     checker_.CheckLoad(before, p, v);
-    AfterOperation(&v);
+    AfterOperation(p, &v);
   }
   return absl::OkStatus();
 }
@@ -201,7 +203,7 @@ absl::Status PartitionedHost::EnterGuest(int pcpu) {
   v.stats.entry_exit_register_accesses += p.hw.access_counts().total - accesses;
   if (options_.check_invariants) {
     checker_.CheckEntry(before, p, v);
-    AfterOperation(&v);
+    AfterOperation(p, &v);
   }
   return absl::OkStatus();
 }
@@ -216,7 +218,7 @@ absl::Status PartitionedHost::ExitGuest(int pcpu) {
   ContextSwitchFor(v.config.policy).ExitGuest(ctx);
   v.stats.entry_exit_register_accesses += p.hw.access_counts().total - accesses;
   UpdateVirtualIrq(v, &p);
-  AfterOperation(&v);
+  AfterOperation(p, &v);
   return absl::OkStatus();
 }
 
@@ -247,7 +249,7 @@ absl::Status PartitionedHost::Put(int pcpu) {
   UpdateVirtualIrq(v, nullptr);
   if (options_.check_invariants) {
     checker_.CheckHostUserState(p, host_user_state_[pcpu].first, host_user_state_[pcpu].second, v.id);
-    AfterOperation(&v);
+    AfterOperation(p, &v);
   }
   return absl::OkStatus();
 }
@@ -283,7 +285,7 @@ absl::StatusOr<AccessResult> PartitionedHost::GuestAccess(int pcpu, PmuRegRef re
   if (options_.check_invariants) {
     if (v.ideal) checker_.CheckGuestAccess(v, ref, is_write, result, ideal);
     if (is_write) checker_.CheckGuestWrite(before, p, v, ref, value);
-    AfterOperation(&v);
+    AfterOperation(p, &v);
   }
   return result;
 }
@@ -312,7 +314,7 @@ absl::Status PartitionedHost::CountGuestEvent(int pcpu, uint16_t event, uint64_t
     v.saved.CountEvent(event, count, el);
     UpdateVirtualIrq(v, pcpus_[pcpu].get());
   }
-  AfterOperation(&v);
+  AfterOperation(*pcpus_[pcpu], &v);
   return absl::OkStatus();
 }
 
@@ -335,7 +337,7 @@ absl::StatusOr<AccessResult> PartitionedHost::HostAccess(int pcpu, PmuRegRef ref
       ledger_.ClearUnseen(FlagLocation::Hardware(pcpu), cleared, LostReason::kHostClobbered);
     }
   }
-  AfterOperation(&v);
+  AfterOperation(p);
   return r;
 }
 
@@ -346,7 +348,7 @@ absl::Status PartitionedHost::CountHostEvent(int pcpu, uint16_t event, uint64_t 
     return absl::FailedPreconditionError(absl::StrCat("pCPU ", pcpu, " is in guest context: EL2 events happen after exit"));
   }
   p.hw.CountEvent(event, count, ExceptionLevel::kEl2);
-  AfterOperation();
+  AfterOperation(p);
   return absl::OkStatus();
 }
 
@@ -381,7 +383,7 @@ absl::Status PartitionedHost::HandleHostInterrupt(int pcpu) {
     ++v->stats.host_irqs_attributed;
     UpdateVirtualIrq(*v, &p);
   }
-  AfterOperation(v);
+  AfterOperation(p, v);
   return absl::OkStatus();
 }
 
@@ -390,7 +392,7 @@ absl::Status PartitionedHost::RotateHostEvents(int pcpu) {
   PcpuPmu& p = *pcpus_[pcpu];
   AccountHostEventTime(p, now_ns_);
   partition::RotateHostEvents(p, ledger_);
-  AfterOperation();
+  AfterOperation(p);
   return absl::OkStatus();
 }
 

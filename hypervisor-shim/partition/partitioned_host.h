@@ -29,6 +29,10 @@ namespace fleetpmu::partition {
 struct PartitionedHostOptions {
   bool ground_truth = false;      // ideal vPMU per vCPU (needed for items 16, 17, counter_not_loaded)
   bool check_invariants = false;  // run the InvariantChecker after every operation
+  // Where expected wraps come from: the ideal vPMU (register-exact, the property tests) or the
+  // driver through mutable_ledger().RecordExpectedWraps (the simulator's workload, which expects
+  // events / period samples the way perf does, whatever the guest got to see).
+  bool expected_wraps_from_ideal = true;
 };
 
 class PartitionedHost {
@@ -109,7 +113,7 @@ class PartitionedHost {
   absl::StatusOr<VcpuPmu*> RunningVcpu(int pcpu);
   SwitchContext Context(PcpuPmu& p, VcpuPmu& v) { return SwitchContext{p, v, ledger_}; }
   // Runs the state checks after an operation and charges new violations to `vcpu` (if any).
-  void AfterOperation(VcpuPmu* vcpu = nullptr);
+  void AfterOperation(const PcpuPmu& pcpu, VcpuPmu* vcpu = nullptr);
 
   PartitionedHostOptions options_;
   uint64_t now_ns_ = 0;
