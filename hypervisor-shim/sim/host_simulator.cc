@@ -243,6 +243,32 @@ absl::Status HostSimulator::RunGuest(int pcpu, Vcpu& v, uint64_t t, uint64_t end
   return absl::OkStatus();
 }
 
+void HostSimulator::AddResidency(int pcpu, partition::OverflowOwner owner, uint32_t mask, uint64_t ns) {
+  if (ns == 0) return;
+  for (OwnershipResidency& r : pcpus_[pcpu].ownership) {
+    if (r.owner == owner && r.counter_mask == mask) {
+      r.resident_ns += ns;
+      return;
+    }
+  }
+  pcpus_[pcpu].ownership.push_back({owner, mask, ns});
+}
+
+void HostSimulator::RecordOwnership(int pcpu, const Vcpu& v, uint64_t ns) {
+  const partition::VcpuPmu& state = host_->vcpu(v.id);
+  // A FREE or trapped vCPU holds no hardware counter; a GUEST_OWNED one holds its guest mask.
+  if (state.in_hardware) AddResidency(pcpu, partition::OverflowOwner::Vcpu(v.id), state.guest_mask(), ns);
+  for (const partition::HostEvent& e : host_->pcpu(pcpu).host_events) {
+    if (e.counter >= 0) AddResidency(pcpu, partition::OverflowOwner::Host(e.id), 1u << e.counter, ns);
+  }
+}
+
+std::vector<OwnershipResidency> HostSimulator::TakeOwnership(int pcpu) {
+  std::vector<OwnershipResidency> out;
+  out.swap(pcpus_[pcpu].ownership);
+  return out;
+}
+
 absl::StatusOr<uint64_t> HostSimulator::RunSlice(int pcpu, uint64_t start) {
   host_->SetTime(start);
   const int idx = PickVcpu(pcpu, start);
@@ -264,6 +290,7 @@ absl::StatusOr<uint64_t> HostSimulator::RunSlice(int pcpu, uint64_t start) {
   ++switches_;
   uint64_t stopped = start;
   if (absl::Status s = RunGuest(pcpu, v, start, start + slice_ns_, &stopped); !s.ok()) return s;
+  RecordOwnership(pcpu, v, stopped - start);
   if (absl::Status s = host_->ExitGuest(pcpu); !s.ok()) return s;
   if (absl::Status s = host_->Put(pcpu); !s.ok()) return s;
   // An interrupt raised near the end of the slice is taken after the put.

@@ -30,6 +30,13 @@
 
 namespace fleetpmu::sim {
 
+// Time an owner held a set of counters on one pCPU (PMU.md section 6, ownership).
+struct OwnershipResidency {
+  partition::OverflowOwner owner;  // a vCPU (its guest mask while GUEST_OWNED) or a host event
+  uint32_t counter_mask = 0;       // bit 31 = PMCCNTR
+  uint64_t resident_ns = 0;
+};
+
 struct SimulatorOptions {
   bool check_invariants = false;  // run PMU.md section 4 after every operation
   bool ground_truth = true;       // ideal vPMU per vCPU for invariants 16/17; expected wraps
@@ -71,6 +78,9 @@ class HostSimulator {
   // records), as bitmaps over pCPU indices.
   const std::vector<bool>& ran_on(int vcpu) const { return vcpus_[vcpu].ran_on; }
   const std::vector<bool>& lost_on(int vcpu) const { return vcpus_[vcpu].lost_on; }
+  // Ownership of each pCPU's counters since the last call, then starts a new interval.
+  std::vector<OwnershipResidency> TakeOwnership(int pcpu);
+
   // Further consumer of classified overflows (telemetry); the simulator keeps its own tally too.
   void set_overflow_sink(partition::OverflowRecordSink* sink) { tally_.next = sink; }
   const v1::SimHost& config() const { return config_; }
@@ -99,7 +109,10 @@ class HostSimulator {
   struct Pcpu {
     std::vector<int> runqueue;  // FIFO of sim vCPU indices
     size_t head = 0;
+    std::vector<OwnershipResidency> ownership;  // this interval, merged by (owner, mask)
   };
+  void AddResidency(int pcpu, partition::OverflowOwner owner, uint32_t mask, uint64_t ns);
+  void RecordOwnership(int pcpu, const Vcpu& v, uint64_t ns);
   struct Wake {
     uint64_t at_ns;
     int pcpu;
