@@ -1,6 +1,5 @@
 // The partitioned context switch as the review settled it (PMU.md section 3, policy `reviewed`).
 #include "hypervisor-shim/partition/context_switch.h"
-#include "hypervisor-shim/partition/host_reservation.h"
 
 namespace fleetpmu::partition {
 namespace {
@@ -8,25 +7,11 @@ namespace {
 class ReviewedSwitch final : public ContextSwitch {
  public:
   void Load(SwitchContext& ctx) const override {
-    VcpuPmu& v = ctx.vcpu;
-    ++v.stats.loads;
     // Step 1: anything that cannot be partitioned stays trapped with HPMN = N. A missing FGT is
     // not such a reason: without it the same state is loaded and accesses trap to it.
-    if (NeedsTrappedFallback(ctx.pcpu, v)) {
-      v.mode = PmuMode::kTrapped;
-      ++v.stats.trapped_fallbacks;
-      return;
-    }
-    v.mode = PmuMode::kPartitioned;
+    if (SettleTrappedFallback(ctx)) return;
     // Step 2: the host leaves [0,h) and PMCCNTR first, then a FREE vCPU costs nothing more.
-    if (ctx.pcpu.reservation == HostReservation::kDynamic) {
-      EvictHostEvents(ctx.pcpu, v.guest_mask(), ctx.ledger);
-    }
-    if (!WantsOwnershipAtLoad(v)) {
-      v.ownership = PmuOwnership::kFree;
-      ++v.stats.swaps_skipped;
-      return;
-    }
+    if (!ClaimGuestRange(ctx)) return;
     FullLoad(ctx);
   }
 

@@ -8,7 +8,6 @@
 //  4. PMINTEN/PMCNTEN are written at load without clearing stale hardware overflow bits;
 //  5. put does not harvest PMOVS: a flag raised near the put is left for the next owner.
 #include "hypervisor-shim/partition/context_switch.h"
-#include "hypervisor-shim/partition/host_reservation.h"
 
 namespace fleetpmu::partition {
 namespace {
@@ -19,23 +18,9 @@ using pmu::PmuReg;
 class SeedV5Switch final : public ContextSwitch {
  public:
   void Load(SwitchContext& ctx) const override {
-    VcpuPmu& v = ctx.vcpu;
-    ++v.stats.loads;
-    if (NeedsTrappedFallback(ctx.pcpu, v)) {
-      v.mode = PmuMode::kTrapped;
-      ++v.stats.trapped_fallbacks;
-      return;
-    }
-    v.mode = PmuMode::kPartitioned;
+    if (SettleTrappedFallback(ctx)) return;
     if (!ctx.pcpu.hw.features().fgt) return;  // [defect 1]
-    if (ctx.pcpu.reservation == HostReservation::kDynamic) {
-      EvictHostEvents(ctx.pcpu, v.guest_mask(), ctx.ledger);
-    }
-    if (!WantsOwnershipAtLoad(v)) {
-      v.ownership = PmuOwnership::kFree;
-      ++v.stats.swaps_skipped;
-      return;
-    }
+    if (!ClaimGuestRange(ctx)) return;
     FullLoad(ctx);
   }
 

@@ -1,5 +1,7 @@
 #include "hypervisor-shim/partition/switch_steps.h"
 
+#include "hypervisor-shim/partition/host_reservation.h"
+
 namespace fleetpmu::partition {
 namespace {
 
@@ -50,6 +52,31 @@ uint64_t GuestMdcr(const PcpuPmu& pcpu, const VcpuPmu& vcpu) {
                   pmu::mdcr::kHccd | (pcpu.host_mdcr & pmu::mdcr::kHlp);
   if (!pcpu.hw.features().fgt) mdcr |= pmu::mdcr::kTpm | pmu::mdcr::kTpmcr;
   return mdcr;
+}
+
+bool SettleTrappedFallback(SwitchContext& ctx) {
+  VcpuPmu& v = ctx.vcpu;
+  ++v.stats.loads;
+  if (NeedsTrappedFallback(ctx.pcpu, v)) {
+    v.mode = PmuMode::kTrapped;
+    ++v.stats.trapped_fallbacks;
+    return true;
+  }
+  v.mode = PmuMode::kPartitioned;
+  return false;
+}
+
+bool ClaimGuestRange(SwitchContext& ctx) {
+  VcpuPmu& v = ctx.vcpu;
+  if (ctx.pcpu.reservation == HostReservation::kDynamic) {
+    EvictHostEvents(ctx.pcpu, v.guest_mask(), ctx.ledger);
+  }
+  if (!WantsOwnershipAtLoad(v)) {
+    v.ownership = PmuOwnership::kFree;
+    ++v.stats.swaps_skipped;
+    return false;
+  }
+  return true;
 }
 
 void ClearGuestOverflowFlags(SwitchContext& ctx) {

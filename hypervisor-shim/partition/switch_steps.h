@@ -30,6 +30,13 @@ uint32_t HardwareEventType(uint32_t guest_type, uint16_t event, const EventFilte
 // The MDCR_EL2 of guest context for a GUEST_OWNED vCPU.
 uint64_t GuestMdcr(const PcpuPmu& pcpu, const VcpuPmu& vcpu);
 
+// Load step 1: counts the load and, for a vCPU that cannot be partitioned here, settles it in
+// trapped mode. Returns true when the load is done (trapped).
+bool SettleTrappedFallback(SwitchContext& ctx);
+// Load step 2: under dynamic reservation the host leaves [0,h) and PMCCNTR; a vCPU that wants
+// no counters stays FREE. Returns true when the guest state must be loaded.
+bool ClaimGuestRange(SwitchContext& ctx);
+
 void ClearGuestOverflowFlags(SwitchContext& ctx);  // load step 3
 void WriteGuestCounters(SwitchContext& ctx);       // load step 4
 void WriteGuestEventTypes(SwitchContext& ctx);     // load step 5
