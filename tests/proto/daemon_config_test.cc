@@ -25,8 +25,9 @@ std::string WriteFile(const std::string& name, const std::string& text) {
   return path;
 }
 
-// Every file in deploy/examples is a config of the daemon its name starts with, and loads and
-// validates as shipped. A new example needs no edit here, only the right name prefix.
+// Every file in deploy/examples is a config of the daemon its name starts with (sim-* are shim
+// configs of simulated hosts), and loads and validates as shipped. A new example needs no edit
+// here, only the right name prefix.
 TEST(DaemonConfigTest, EveryExampleConfigLoadsAndValidates) {
   std::set<std::string> checked;
   for (const auto& entry : std::filesystem::directory_iterator(kExamples)) {
@@ -35,20 +36,21 @@ TEST(DaemonConfigTest, EveryExampleConfigLoadsAndValidates) {
     const std::string path = entry.path().string();
     SCOPED_TRACE(path);
     absl::Status status;
-    if (name.rfind("shim", 0) == 0) {
+    if (name.rfind("shim", 0) == 0 || name.rfind("sim-", 0) == 0) {
       status = LoadShimConfig(path).status();
     } else if (name.rfind("agent", 0) == 0) {
       status = LoadAgentConfig(path).status();
     } else if (name.rfind("server", 0) == 0) {
       status = LoadServerConfig(path).status();
     } else {
-      ADD_FAILURE() << name << ": an example's name must start with shim, agent or server";
+      ADD_FAILURE() << name << ": an example's name must start with shim, sim-, agent or server";
       continue;
     }
     EXPECT_TRUE(status.ok()) << status;
     checked.insert(name);
   }
-  for (const char* required : {"server.textproto", "agent.textproto", "shim-sim.textproto"}) {
+  for (const char* required : {"server.textproto", "agent.textproto", "shim-sim.textproto",
+                               "sim-host.textproto", "sim-host-seed-v5.textproto"}) {
     EXPECT_TRUE(checked.count(required)) << "missing deploy/examples/" << required;
   }
 }
