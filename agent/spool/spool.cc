@@ -11,7 +11,7 @@
 namespace fleetpmu::agent {
 namespace {
 
-constexpr int kSchemaVersion = 1;
+constexpr int kSchemaVersion = 2;
 
 // Owns one prepared statement.
 class Statement {
@@ -96,9 +96,21 @@ absl::Status Spool::Init(const SpoolOptions& options) {
         "CREATE TABLE batches (seq INTEGER PRIMARY KEY, size INTEGER NOT NULL, body BLOB NOT NULL);"
         "INSERT INTO meta VALUES ('epoch', ", static_cast<int64_t>(epoch & 0x7FFFFFFFFFFFFFFFull), "), ('next_seq', 1),"
         " ('dropped_batches', 0), ('dropped_bytes', 0), ('unreported_batches', 0), ('unreported_bytes', 0);"
-        "PRAGMA user_version = ", kSchemaVersion, ";"
+        "PRAGMA user_version = 1;"
         "COMMIT;");
     if (absl::Status s = Exec(create.c_str()); !s.ok()) return s;
+    version = 1;
+  }
+  if (version == 1) {
+    // v2: per-shim cursors, committed with the batch that carries the report.
+    if (absl::Status s = Exec("BEGIN IMMEDIATE;"
+                              "CREATE TABLE shim_cursors (shim_id TEXT NOT NULL, shim_epoch INTEGER NOT NULL,"
+                              " seq INTEGER NOT NULL, PRIMARY KEY (shim_id, shim_epoch));"
+                              "PRAGMA user_version = 2;"
+                              "COMMIT;");
+        !s.ok()) {
+      return s;
+    }
   }
   return LoadState();
 }
@@ -161,7 +173,19 @@ absl::Status Spool::RollBack(absl::Status cause) {
   return cause;
 }
 
-absl::StatusOr<uint64_t> Spool::Append(v1::Batch batch, int64_t now_unix_ns) {
+absl::StatusOr<uint64_t> Spool::SpooledShimSeq(const std::string& shim_id, uint64_t shim_epoch) {
+  absl::MutexLock lock(&mu_);
+  Statement st(db_, "SELECT seq FROM shim_cursors WHERE shim_id = ? AND shim_epoch = ?");
+  sqlite3_bind_text(st.get(), 1, shim_id.data(), static_cast<int>(shim_id.size()), SQLITE_STATIC);
+  sqlite3_bind_int64(st.get(), 2, static_cast<int64_t>(shim_epoch));
+  if (!st.ok()) return SqliteError(db_, "reading a shim cursor");
+  const int rc = sqlite3_step(st.get());
+  if (rc == SQLITE_ROW) return static_cast<uint64_t>(sqlite3_column_int64(st.get(), 0));
+  if (rc == SQLITE_DONE) return 0u;
+  return SqliteError(db_, "reading a shim cursor");
+}
+
+absl::StatusOr<uint64_t> Spool::Append(v1::Batch batch, int64_t now_unix_ns, const ShimCursor* cursor) {
   absl::MutexLock lock(&mu_);
   const uint64_t seq = stats_.next_seq;
   batch.set_agent_epoch(epoch_);
@@ -190,6 +214,15 @@ absl::StatusOr<uint64_t> Spool::Append(v1::Batch batch, int64_t now_unix_ns) {
     sqlite3_bind_int64(insert.get(), 2, static_cast<int64_t>(size));
     sqlite3_bind_blob(insert.get(), 3, body.data(), static_cast<int>(size), SQLITE_STATIC);
     if (!insert.ok() || sqlite3_step(insert.get()) != SQLITE_DONE) return RollBack(SqliteError(db_, "inserting a batch"));
+  }
+  if (cursor != nullptr) {
+    Statement upsert(db_,
+                     "INSERT INTO shim_cursors (shim_id, shim_epoch, seq) VALUES (?, ?, ?)"
+                     " ON CONFLICT (shim_id, shim_epoch) DO UPDATE SET seq = excluded.seq");
+    sqlite3_bind_text(upsert.get(), 1, cursor->shim_id.data(), static_cast<int>(cursor->shim_id.size()), SQLITE_STATIC);
+    sqlite3_bind_int64(upsert.get(), 2, static_cast<int64_t>(cursor->shim_epoch));
+    sqlite3_bind_int64(upsert.get(), 3, static_cast<int64_t>(cursor->seq));
+    if (!upsert.ok() || sqlite3_step(upsert.get()) != SQLITE_DONE) return RollBack(SqliteError(db_, "advancing a shim cursor"));
   }
   stats_.next_seq = seq + 1;
   ++stats_.batches;

@@ -49,6 +49,13 @@ struct SpoolStats {
   uint64_t dropped_bytes = 0;
 };
 
+// Where one shim's stream stands: the highest report seq of (shim_id, shim_epoch) in the spool.
+struct ShimCursor {
+  std::string shim_id;
+  uint64_t shim_epoch = 0;
+  uint64_t seq = 0;
+};
+
 struct SpooledBatch {
   uint64_t seq = 0;
   std::string serialized;  // a serialized v1::Batch with agent_epoch and seq set
@@ -64,7 +71,11 @@ class Spool {
   uint64_t epoch() const { return epoch_; }
 
   // Sets agent_epoch, seq and created_unix_ns on `batch`, stores it durably, returns the seq.
-  absl::StatusOr<uint64_t> Append(v1::Batch batch, int64_t now_unix_ns);
+  // With `cursor`, the shim's cursor is advanced in the same transaction, so a report is in the
+  // spool if and only if its cursor says so (the shim's acks survive an agent restart).
+  absl::StatusOr<uint64_t> Append(v1::Batch batch, int64_t now_unix_ns, const ShimCursor* cursor = nullptr);
+  // The cursor of a shim's epoch; seq 0 if the spool has never seen that (shim_id, shim_epoch).
+  absl::StatusOr<uint64_t> SpooledShimSeq(const std::string& shim_id, uint64_t shim_epoch);
   // Up to `limit` batches with seq > `after_seq`, oldest first.
   absl::StatusOr<std::vector<SpooledBatch>> ReadAfter(uint64_t after_seq, size_t limit);
   // Deletes batches with seq <= `seq`.

@@ -130,3 +130,37 @@ TEST_F(SpoolTest, UnwritablePathIsAClearError) {
 
 }  // namespace
 }  // namespace fleetpmu::agent
+
+namespace fleetpmu::agent {
+namespace {
+
+TEST_F(SpoolTest, ShimCursorAdvancesWithItsBatchAndSurvivesReopen) {
+  {
+    auto spool = Spool::Open(Options());
+    ASSERT_TRUE(spool.ok());
+    EXPECT_EQ(*(*spool)->SpooledShimSeq("shim-a", 5), 0u);
+    ShimCursor cursor{"shim-a", 5, 1};
+    ASSERT_TRUE((*spool)->Append(MakeBatch("h"), 0, &cursor).ok());
+    cursor.seq = 2;
+    ASSERT_TRUE((*spool)->Append(MakeBatch("h"), 0, &cursor).ok());
+  }
+  auto spool = Spool::Open(Options());
+  ASSERT_TRUE(spool.ok());
+  EXPECT_EQ(*(*spool)->SpooledShimSeq("shim-a", 5), 2u);
+  EXPECT_EQ(*(*spool)->SpooledShimSeq("shim-a", 6), 0u) << "a new shim epoch starts over";
+}
+
+TEST_F(SpoolTest, RefusedBatchDoesNotAdvanceTheShimCursor) {
+  SpoolOptions o = Options(MakeBatch("h", 1000).ByteSizeLong() + 16);
+  o.overflow_policy = v1::SPOOL_OVERFLOW_POLICY_DROP_NEWEST;
+  auto spool = Spool::Open(o);
+  ASSERT_TRUE(spool.ok());
+  ShimCursor cursor{"s", 1, 1};
+  ASSERT_TRUE((*spool)->Append(MakeBatch("h", 1000), 0, &cursor).ok());
+  cursor.seq = 2;
+  EXPECT_FALSE((*spool)->Append(MakeBatch("h", 1000), 0, &cursor).ok());
+  EXPECT_EQ(*(*spool)->SpooledShimSeq("s", 1), 1u);
+}
+
+}  // namespace
+}  // namespace fleetpmu::agent
