@@ -1,20 +1,44 @@
 // fleetpmu-shim: runs the guests of one host (backend sim or kvm) and records what happens to
-// the partitioned PMU at every vCPU switch (DESIGN.md). Today it loads and validates its
-// ShimConfig and says what it would run: the backends arrive issue by issue.
+// the partitioned PMU at every vCPU switch (DESIGN.md).
+//
+// Modes:
+//   --run-for=D   sim backend: D of virtual time as fast as possible, no agent, a JSON summary.
+//   (default)     sim backend in real time (SimHost.speed virtual seconds per wall second, 0 =
+//                 as fast as possible): one TelemetryReport per report_interval to the agent
+//                 over unix:<agent_socket> (ShimSender), until SimHost.duration has been
+//                 simulated or SIGINT/SIGTERM; then the last partial interval is reported and
+//                 the sender gets kFlushTimeout to have everything acked.
+// Signals are blocked in every thread and taken by one sigwait thread: no work in a handler.
+#include <pthread.h>
+#include <signal.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstring>
 #include <iostream>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "proto/fleetpmu/cli/program.h"
 #include "proto/fleetpmu/config/daemon_config.h"
 #include "google/protobuf/text_format.h"
+#include "google/protobuf/util/time_util.h"
 #include "hypervisor-shim/sim/host_simulator.h"
 #include "hypervisor-shim/sim/run_summary.h"
+#include "hypervisor-shim/telemetry/interval_reporter.h"
+#include "hypervisor-shim/telemetry/shim_sender.h"
 
 ABSL_FLAG(std::string, config, "",
           "ShimConfig in protobuf text format (example: deploy/examples/shim-sim.textproto)");
@@ -36,12 +60,96 @@ The fleetpmu hypervisor shim: runs the guests of one host, either in a determini
 (backend sim) or on arm64 KVM with a canary guest (backend kvm), and sends per-interval PMU
 telemetry to fleetpmu-agent over a unix socket. Configuration: docs/config.md.
 
+  fleetpmu-shim --config FILE
+      runs the simulated host at sim.speed virtual seconds per wall second (0 = as fast as
+      possible) and sends one TelemetryReport per report_interval to the agent at
+      unix:<agent_socket>, reconnecting whenever the agent goes away, until sim.duration has
+      been simulated or SIGINT/SIGTERM arrives; then it reports the last partial interval,
+      gives the agent 5s to acknowledge everything and exits 0.
+
   fleetpmu-shim --config FILE --run-for=10s [--summary=json] [--check-invariants]
       runs the simulated host for 10 virtual seconds at full speed, with no agent, and prints
       one JSON object: per tenant and policy the switches, swaps and the fate of every overflow.
 
-Status: the sim backend runs with --run-for; streaming to the agent and the kvm backend are not
-implemented yet.)";
+Status: the kvm backend is not implemented yet.)";
+
+// Virtual time simulated between two looks at the wall clock and at the stop request.
+constexpr uint64_t kStepNs = 10'000'000;
+// How long the agent gets to acknowledge the last reports at shutdown.
+constexpr std::chrono::seconds kFlushTimeout{5};
+// Progress lines at most this often.
+constexpr absl::Duration kProgressEvery = absl::Seconds(10);
+
+// One line on stderr, "<program>: <line>", written in one piece so that threads do not interleave.
+void LogLine(const std::string& program, const std::string& line) {
+  std::cerr << (program + ": " + line + "\n") << std::flush;
+}
+
+uint64_t Nanos(const google::protobuf::Duration& d) {
+  const int64_t ns = google::protobuf::util::TimeUtil::DurationToNanoseconds(d);
+  return ns > 0 ? static_cast<uint64_t>(ns) : 0;
+}
+
+std::string Format(const google::protobuf::Duration& d) {
+  return absl::FormatDuration(absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos()));
+}
+
+// SIGINT and SIGTERM, taken by one sigwait thread and turned into a stop request. Construct it
+// before any other thread exists: it blocks both signals in the constructing thread, and every
+// thread started afterwards (gRPC's, the sender's) inherits the mask, so only sigwait sees them.
+class TerminationSignals {
+ public:
+  explicit TerminationSignals(std::string program) : program_(std::move(program)) {
+    sigemptyset(&signals_);
+    sigaddset(&signals_, SIGINT);
+    sigaddset(&signals_, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &signals_, nullptr);
+    thread_ = std::thread([this] { Loop(); });
+  }
+  ~TerminationSignals() {
+    {
+      absl::MutexLock lock(&mu_);
+      exiting_ = true;
+    }
+    // Wakes sigwait; the loop sees exiting_ and returns.
+    pthread_kill(thread_.native_handle(), SIGTERM);
+    thread_.join();
+  }
+  TerminationSignals(const TerminationSignals&) = delete;
+  TerminationSignals& operator=(const TerminationSignals&) = delete;
+
+  bool stop_requested() const { return stop_.load(std::memory_order_acquire); }
+
+  // Waits until `deadline` or a stop request, whichever comes first. True if stop was requested.
+  bool WaitUntil(absl::Time deadline) {
+    absl::MutexLock lock(&mu_);
+    mu_.AwaitWithDeadline(absl::Condition(&stopped_), deadline);
+    return stopped_;
+  }
+
+ private:
+  void Loop() {
+    for (;;) {
+      int signal = 0;
+      if (sigwait(&signals_, &signal) != 0) continue;
+      absl::MutexLock lock(&mu_);
+      if (exiting_) return;
+      LogLine(program_, stopped_ ? absl::StrCat("received ", strsignal(signal), " again; already stopping")
+                                 : absl::StrCat("received ", strsignal(signal),
+                                                ": reporting the last interval and flushing"));
+      stopped_ = true;
+      stop_.store(true, std::memory_order_release);
+    }
+  }
+
+  const std::string program_;
+  sigset_t signals_;
+  std::atomic<bool> stop_{false};
+  absl::Mutex mu_;
+  bool stopped_ ABSL_GUARDED_BY(mu_) = false;
+  bool exiting_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread thread_;
+};
 
 int RunSimulation(const std::string& program, const fleetpmu::v1::ShimConfig& config) {
   if (absl::GetFlag(FLAGS_summary) != "json") {
@@ -65,10 +173,6 @@ int RunSimulation(const std::string& program, const fleetpmu::v1::ShimConfig& co
   return fleetpmu::cli::kExitOk;
 }
 
-std::string Format(const google::protobuf::Duration& d) {
-  return absl::FormatDuration(absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos()));
-}
-
 std::string Features(const fleetpmu::v1::PcpuGroup& group) {
   std::vector<std::string> features = {absl::StrCat("N=", group.n_counters())};
   if (group.fgt()) features.push_back("FGT");
@@ -77,25 +181,113 @@ std::string Features(const fleetpmu::v1::PcpuGroup& group) {
   return absl::StrJoin(features, " ");
 }
 
-void DescribeSim(const fleetpmu::v1::SimHost& sim) {
-  std::cout << "  host        " << sim.host_id() << " (simulated, seed " << sim.seed()
-            << ", speed " << (sim.speed() == 0 ? "unbounded" : absl::StrCat(sim.speed(), "x"))
-            << ", " << (sim.has_duration() ? Format(sim.duration()) : "until stopped") << ")\n";
-  for (const fleetpmu::v1::PcpuGroup& group : sim.pcpu_groups()) {
-    std::cout << "  pCPUs       " << group.count() << " x " << group.pmu_id() << " ("
-              << Features(group) << ")\n";
-  }
+void DescribeSim(const std::string& program, const fleetpmu::v1::ShimConfig& config) {
+  const fleetpmu::v1::SimHost& sim = config.sim();
   std::set<std::string> tenants;
   for (const fleetpmu::v1::SimVm& vm : sim.vms()) tenants.insert(vm.tenant_id());
-  std::cout << "  guests      " << sim.vms_size() << " VMs of " << tenants.size()
-            << " tenants, " << sim.host_events_size() << " host events, "
-            << fleetpmu::v1::ReservationMode_Name(sim.reservation_mode()) << ", time slice "
-            << Format(sim.time_slice()) << "\n";
-  for (const fleetpmu::v1::SimVm& vm : sim.vms()) {
-    std::cout << "    " << vm.vm_id() << " (" << vm.tenant_id() << "): " << vm.vcpus()
-              << " vCPUs, h=" << vm.h() << ", " << fleetpmu::v1::Policy_Name(vm.policy())
-              << ", " << fleetpmu::v1::Workload::Kind_Name(vm.workload().kind()) << "\n";
+  std::vector<std::string> groups;
+  for (const fleetpmu::v1::PcpuGroup& group : sim.pcpu_groups()) {
+    groups.push_back(absl::StrCat(group.count(), " x ", group.pmu_id(), " (", Features(group), ")"));
   }
+  LogLine(program, absl::StrCat("simulating host ", sim.host_id(), " (seed ", sim.seed(), ", speed ",
+                                sim.speed() == 0 ? "unbounded" : absl::StrCat(sim.speed(), "x"), ", ",
+                                sim.has_duration() ? Format(sim.duration()) : "until stopped", "): ",
+                                absl::StrJoin(groups, ", "), "; ", sim.vms_size(), " VMs of ", tenants.size(),
+                                " tenants, ", sim.host_events_size(), " host events, ",
+                                fleetpmu::v1::ReservationMode_Name(sim.reservation_mode())));
+}
+
+// The sim backend in real time, streaming to the agent (see the file comment).
+int RunStreaming(const std::string& program, const fleetpmu::v1::ShimConfig& config) {
+  // First, before gRPC or the sender start threads.
+  TerminationSignals signals(program);
+  auto log = [&program](const std::string& line) { LogLine(program, line); };
+
+  fleetpmu::sim::SimulatorOptions options;
+  options.check_invariants = config.check_invariants() || absl::GetFlag(FLAGS_check_invariants);
+  absl::StatusOr<std::unique_ptr<fleetpmu::sim::HostSimulator>> created =
+      fleetpmu::sim::HostSimulator::Create(config.sim(), options);
+  if (!created.ok()) return fleetpmu::cli::ConfigError(program, std::string(created.status().message()));
+  fleetpmu::sim::HostSimulator& sim = **created;
+
+  fleetpmu::telemetry::IntervalReporterOptions reporter_options;
+  reporter_options.start_unix_ns = absl::ToUnixNanos(absl::Now());
+  reporter_options.overflow_ring_capacity = config.telemetry_ring_capacity();
+  reporter_options.shim_version = std::string(fleetpmu::cli::ProjectVersion());
+  fleetpmu::telemetry::IntervalReporter reporter(&sim, reporter_options);
+
+  fleetpmu::telemetry::ShimSenderOptions sender_options;
+  sender_options.agent_socket = config.agent_socket();
+  sender_options.shim_id = config.shim_id();
+  sender_options.shim_epoch = fleetpmu::telemetry::NewShimEpoch();
+  sender_options.backend = config.backend();
+  sender_options.host_info = reporter.host_info();
+  sender_options.log = log;
+  fleetpmu::telemetry::ShimSender sender(sender_options);
+
+  const uint64_t interval_ns = Nanos(config.report_interval());
+  const uint64_t duration_ns = config.sim().has_duration() ? Nanos(config.sim().duration()) : 0;  // 0: until stopped
+  const double speed = config.sim().speed();
+  DescribeSim(program, config);
+  log(absl::StrCat("shim ", config.shim_id(), " epoch ", sender_options.shim_epoch, ": one report every ",
+                   Format(config.report_interval()), " to unix:", config.agent_socket(),
+                   options.check_invariants ? ", invariant checker on" : ""));
+  sender.Start();
+
+  const absl::Time wall_start = absl::Now();
+  absl::Time last_progress = wall_start;
+  uint64_t now_ns = 0;
+  for (bool finished = false; !finished;) {
+    uint64_t end_ns = reporter.reported_until_ns() + interval_ns;
+    if (duration_ns != 0) end_ns = std::min(end_ns, duration_ns);
+    while (now_ns < end_ns && !signals.stop_requested()) {
+      const uint64_t step_ns = std::min(end_ns, now_ns + kStepNs);
+      // Real time: virtual step_ns is due speed times slower on the wall clock.
+      if (speed > 0 && signals.WaitUntil(wall_start + absl::Nanoseconds(static_cast<double>(step_ns) / speed))) {
+        break;
+      }
+      if (absl::Status status = sim.RunUntil(step_ns); !status.ok()) {
+        log(absl::StrCat("simulation failed at ", static_cast<double>(now_ns) / 1e9, "s: ", status.message()));
+        sender.Stop();
+        return fleetpmu::cli::kExitFailure;
+      }
+      now_ns = step_ns;
+    }
+    finished = signals.stop_requested() || (duration_ns != 0 && now_ns >= duration_ns);
+    // Flags stranded in hardware at the end of the run are lost; the last report says so.
+    if (finished) sim.Finish();
+    if (now_ns > reporter.reported_until_ns()) {
+      const fleetpmu::telemetry::ShimSender::Drops drops = sender.TakeDrops();
+      reporter.AddDrops(fleetpmu::v1::DROP_STAGE_SHIM_SEND, drops.count, drops.bytes);
+      sender.Submit(reporter.TakeReport(now_ns, finished));
+    }
+    const absl::Time wall_now = absl::Now();
+    if (!finished && wall_now - last_progress >= kProgressEvery) {
+      const fleetpmu::telemetry::ShimSenderStats stats = sender.stats();
+      log(absl::StrFormat("%.1fs simulated in %.1fs: %d reports, agent acked up to seq %d%s, %d dropped, "
+                          "%d switches",
+                          static_cast<double>(now_ns) / 1e9, absl::ToDoubleSeconds(wall_now - wall_start),
+                          reporter.reports_taken(), stats.acked_seq, stats.connected ? "" : " (not connected)",
+                          stats.dropped, sim.switches()));
+      last_progress = wall_now;
+    }
+  }
+
+  const bool flushed = sender.Flush(kFlushTimeout);
+  const fleetpmu::telemetry::ShimSenderStats stats = sender.stats();
+  sender.Stop();
+  const std::string what =
+      absl::StrFormat("stopped after %.3fs simulated (%d switches): %d reports", static_cast<double>(now_ns) / 1e9,
+                      sim.switches(), reporter.reports_taken());
+  if (flushed) {
+    log(absl::StrCat(what, ", all acknowledged by the agent (seq <= ", stats.acked_seq, "), ", stats.dropped,
+                     " dropped"));
+  } else {
+    log(absl::StrCat(what, "; the agent acknowledged seq <= ", stats.acked_seq, " of ", stats.last_seq,
+                     " within ", kFlushTimeout.count(), "s, ", stats.dropped, " dropped",
+                     stats.last_error.empty() ? "" : absl::StrCat(" (last error: ", stats.last_error, ")")));
+  }
+  return fleetpmu::cli::kExitOk;
 }
 
 }  // namespace
@@ -129,27 +321,13 @@ int main(int argc, char** argv) {
     return fleetpmu::cli::kExitOk;
   }
 
-  if (absl::GetFlag(FLAGS_run_for) != absl::ZeroDuration()) {
-    if (config->backend() != fleetpmu::v1::BACKEND_SIM) {
+  if (config->backend() != fleetpmu::v1::BACKEND_SIM) {
+    if (absl::GetFlag(FLAGS_run_for) != absl::ZeroDuration()) {
       return fleetpmu::cli::UsageError(program, "--run-for needs the sim backend");
     }
-    return RunSimulation(program, *config);
+    std::cerr << program << ": " << path << ": the kvm backend is not implemented yet\n";
+    return fleetpmu::cli::kExitFailure;
   }
-
-  std::cout << program << ": " << path << " is valid; this shim would run as:\n"
-            << "  shim_id     " << config->shim_id() << ", backend "
-            << fleetpmu::v1::Backend_Name(config->backend())
-            << (config->check_invariants() ? ", invariant checker on" : "") << "\n"
-            << "  telemetry   every " << Format(config->report_interval()) << " to unix:"
-            << config->agent_socket() << " (rings of " << config->telemetry_ring_capacity()
-            << " entries)\n";
-  if (config->backend() == fleetpmu::v1::BACKEND_SIM) {
-    DescribeSim(config->sim());
-  } else {
-    std::cout << "  kvm         " << config->kvm().kvm_device() << ", "
-              << config->kvm().vms_size() << " canary VMs\n";
-  }
-  std::cout << program << ": streaming to the agent is not implemented yet; use --run-for to "
-               "simulate and summarise.\n";
-  return fleetpmu::cli::kExitOk;
+  if (absl::GetFlag(FLAGS_run_for) != absl::ZeroDuration()) return RunSimulation(program, *config);
+  return RunStreaming(program, *config);
 }
