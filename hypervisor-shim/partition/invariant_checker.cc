@@ -125,7 +125,7 @@ void InvariantChecker::CheckPcpuState(const PcpuPmu& p) {
       if (type & pmu::evtyper::kNsh) {
         Record(5, absl::StrFormat("pCPU %d: guest %s has NSH set in hardware", i, cycle ? "PMCCFILTR" : absl::StrCat("PMEVTYPER", n)));
       }
-      if (!v->config.filter.Allows(event) &&
+      if (FilterApplies(event) && !v->config.filter.Allows(event) &&
           (pmu::FilterAllows(type, ExceptionLevel::kEl0) || pmu::FilterAllows(type, ExceptionLevel::kEl1))) {
         Record(5, absl::StrFormat("pCPU %d: denied event 0x%x can count on counter %d", i, event, cycle ? kCycle : n));
       }
@@ -147,8 +147,11 @@ void InvariantChecker::CheckPcpuState(const PcpuPmu& p) {
                                 v->virtual_irq_level, expected));
     }
     // 16: the interrupt timeline matches the ideal vPMU's once the host has taken the physical
-    // interrupt (a pending one is still on its way).
-    if (v->ideal && !p.hw.InterruptLine() && v->ideal->InterruptLine() != v->virtual_irq_level) {
+    // interrupt (a pending one is still on its way). Between exit and put the guest observes
+    // nothing, and the host's own PMCR may mask its flags until put harvests them.
+    const bool between_exit_and_put = !v->in_guest && VcpuLive(*v);
+    if (v->ideal && !between_exit_and_put && !p.hw.InterruptLine() &&
+        v->ideal->InterruptLine() != v->virtual_irq_level) {
       Record(16, absl::StrFormat("vCPU %d: virtual PMU line %d, ideal vPMU line %d", v->id,
                                  v->virtual_irq_level, v->ideal->InterruptLine()));
     }
@@ -194,6 +197,14 @@ void InvariantChecker::CheckLoad(const PcpuSnapshot& before, const PcpuPmu& pcpu
     if (hw.evcntr[n] != s.evcntr[n]) Record(10, absl::StrFormat("load of vCPU %d: counter %d is 0x%x, saved 0x%x", v.id, n, hw.evcntr[n], s.evcntr[n]));
   }
   if (hw.ccntr != s.ccntr) Record(10, absl::StrFormat("load of vCPU %d: PMCCNTR differs from saved", v.id));
+}
+
+void InvariantChecker::CheckPromotion(const PcpuSnapshot& before, const PcpuPmu& pcpu, const VcpuPmu& v) {
+  // 8, for the full load a FREE vCPU's first access triggers.
+  if (VcpuLive(v) && (before.hw.ovs & pcpu.hw.state().ovs & v.guest_mask())) {
+    Record(8, absl::StrFormat("promotion of vCPU %d enabled counters over stale overflow flags 0x%08x", v.id,
+                              before.hw.ovs & pcpu.hw.state().ovs & v.guest_mask()));
+  }
 }
 
 void InvariantChecker::CheckEntry(const PcpuSnapshot& before, const PcpuPmu& pcpu, const VcpuPmu& v) {

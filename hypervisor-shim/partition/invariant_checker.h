@@ -56,6 +56,8 @@ class InvariantChecker {
   void CheckPcpuState(const PcpuPmu& pcpu);
   void CheckLoad(const PcpuSnapshot& before, const PcpuPmu& pcpu, const VcpuPmu& vcpu);
   void CheckEntry(const PcpuSnapshot& before, const PcpuPmu& pcpu, const VcpuPmu& vcpu);
+  // After a guest access that promoted a FREE vCPU by a full load.
+  void CheckPromotion(const PcpuSnapshot& before, const PcpuPmu& pcpu, const VcpuPmu& vcpu);
   void CheckPut(const PcpuSnapshot& before, const PcpuPmu& pcpu, const VcpuPmu& vcpu,
                 bool was_guest_owned);
   // After host code that ends a load/put pair: host PMUSERENR/PMSELR as the host left them.

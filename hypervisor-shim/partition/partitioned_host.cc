@@ -200,6 +200,9 @@ absl::Status PartitionedHost::EnterGuest(int pcpu) {
   const uint64_t accesses = p.hw.access_counts().total;
   SwitchContext ctx = Context(p, v);
   ContextSwitchFor(v.config.policy).EnterGuest(ctx);
+  // Exception return: the guest's own view of its PMU is synchronised too.
+  v.saved.ContextSynchronize();
+  if (v.ideal) v.ideal->ContextSynchronize();
   v.stats.entry_exit_register_accesses += p.hw.access_counts().total - accesses;
   if (options_.check_invariants) {
     checker_.CheckEntry(before, p, v);
@@ -216,6 +219,9 @@ absl::Status PartitionedHost::ExitGuest(int pcpu) {
   const uint64_t accesses = p.hw.access_counts().total;
   SwitchContext ctx = Context(p, v);
   ContextSwitchFor(v.config.policy).ExitGuest(ctx);
+  // Exception entry synchronises the guest's context.
+  v.saved.ContextSynchronize();
+  if (v.ideal) v.ideal->ContextSynchronize();
   v.stats.entry_exit_register_accesses += p.hw.access_counts().total - accesses;
   UpdateVirtualIrq(v, &p);
   AfterOperation(p, &v);
@@ -268,6 +274,7 @@ absl::StatusOr<AccessResult> PartitionedHost::GuestAccess(int pcpu, PmuRegRef re
   if (v.ideal) ideal = is_write ? v.ideal->Write(ref, value, el) : v.ideal->Read(ref, el);
 
   const ContextSwitch& policy = ContextSwitchFor(v.config.policy);
+  const uint64_t promotions = v.stats.promotions;
   AccessResult result;
   for (int attempt = 0; attempt < 3; ++attempt) {
     result = is_write ? p.hw.Write(ref, value, el) : p.hw.Read(ref, el);
@@ -283,6 +290,7 @@ absl::StatusOr<AccessResult> PartitionedHost::GuestAccess(int pcpu, PmuRegRef re
     if (!trap.retry) break;
   }
   if (options_.check_invariants) {
+    if (v.stats.promotions != promotions) checker_.CheckPromotion(before, p, v);
     if (v.ideal) checker_.CheckGuestAccess(v, ref, is_write, result, ideal);
     if (is_write) checker_.CheckGuestWrite(before, p, v, ref, value);
     AfterOperation(p, &v);

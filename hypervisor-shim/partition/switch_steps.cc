@@ -37,9 +37,15 @@ bool WantsOwnershipAtLoad(const VcpuPmu& vcpu) {
   return (vcpu.saved.state().cnten & vcpu.guest_mask()) != 0 || vcpu.saved.InterruptLine();
 }
 
+bool FilterApplies(uint16_t event) {
+  // KVM backs neither SW_INCR nor CHAIN with a perf event and never filters them: both only
+  // count what the guest itself did (its PMSWINC writes, its own counters' overflows).
+  return event != pmu::kEventSwIncr && event != pmu::kEventChain;
+}
+
 uint32_t HardwareEventType(uint32_t guest_type, uint16_t event, const EventFilter& filter) {
   uint32_t type = guest_type & ~pmu::evtyper::kNsh;
-  if (!filter.Allows(event)) {
+  if (FilterApplies(event) && !filter.Allows(event)) {
     // Excluded at EL0 and EL1: U != NSU and P != NSK.
     type |= pmu::evtyper::kP | pmu::evtyper::kU;
     type &= ~(pmu::evtyper::kNsk | pmu::evtyper::kNsu);

@@ -24,6 +24,8 @@ struct SwitchContext {
 bool NeedsTrappedFallback(const PcpuPmu& pcpu, const VcpuPmu& vcpu);
 // An enabled counter in the guest range or a pending overflow condition in the saved state.
 bool WantsOwnershipAtLoad(const VcpuPmu& vcpu);
+// Whether the VM's event filter governs `event` (everything but SW_INCR and CHAIN, as in KVM).
+bool FilterApplies(uint16_t event);
 // The type to program in hardware for a guest type: NSH cleared (the guest never counts at EL2)
 // and, for an event the VM's filter denies, EL0 and EL1 excluded.
 uint32_t HardwareEventType(uint32_t guest_type, uint16_t event, const EventFilter& filter);

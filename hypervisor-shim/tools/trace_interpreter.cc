@@ -196,6 +196,7 @@ absl::Status TraceInterpreter::Dispatch(const std::vector<absl::string_view>& w)
     if (w.size() < 3 || w.size() > 4) return absl::InvalidArgumentError("usage: perf <name> <event> [period]");
     absl::StatusOr<uint64_t> event = ParseNumber(w[2], "event");
     if (!event.ok()) return event.status();
+    if (*event > 0xFFFF) return absl::InvalidArgumentError(absl::StrCat("event ", *event, " is outside [0,0xFFFF]"));
     uint64_t period = 0;
     if (w.size() == 4) {
       absl::StatusOr<uint64_t> p = ParseNumber(w[3], "period");
@@ -251,6 +252,7 @@ absl::Status TraceInterpreter::Reinitialise(const std::vector<absl::string_view>
     } else if (auto g = Option(w[i], "guest_counters")) {
       absl::StatusOr<uint64_t> v = ParseNumber(*g, "guest_counters");
       if (!v.ok()) return v.status();
+      if (*v > 31) return absl::InvalidArgumentError(absl::StrCat("guest_counters=", *v, " is outside [0,31]"));
       guest_counters = static_cast<int>(*v);
     } else {
       return absl::InvalidArgumentError(absl::StrCat("unknown pmu option '", w[i], "'"));
