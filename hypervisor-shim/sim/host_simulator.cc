@@ -298,6 +298,8 @@ absl::StatusOr<uint64_t> HostSimulator::RunSlice(int pcpu, uint64_t start) {
     if (absl::Status s = host_->HandleHostInterrupt(pcpu); !s.ok()) return s;
   }
   if (host_->vcpu(v.id).virtual_irq_level) v.handler_due = true;
+  // The host's scheduler tick: host events squeezed off the PMU take turns (perf multiplexing).
+  if (absl::Status s = host_->RotateHostEvents(pcpu); !s.ok()) return s;
   int target = pcpu;
   if (!v.halted && pcpus_.size() > 1 && Uniform() < migration_probability_) {
     target = static_cast<int>(rng_() % (pcpus_.size() - 1));

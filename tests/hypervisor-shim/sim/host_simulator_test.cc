@@ -148,3 +148,42 @@ TEST(HostSimulator, IdleGuestsStayFreeAndCostNothing) {
 
 }  // namespace
 }  // namespace fleetpmu::sim
+
+namespace fleetpmu::sim {
+namespace {
+
+TEST(HostSimulator, SqueezedHostEventsAreMultiplexed) {
+  v1::SimHost config;
+  config.set_seed(3);
+  config.set_reservation_mode(v1::RESERVATION_MODE_STATIC);
+  *config.mutable_time_slice() = google::protobuf::util::TimeUtil::MillisecondsToDuration(1);
+  v1::PcpuGroup* g = config.add_pcpu_groups();
+  g->set_count(1);
+  g->set_n_counters(6);
+  g->set_fgt(true);
+  v1::SimVm* vm = config.add_vms();
+  vm->set_vm_id("v");
+  vm->set_tenant_id("t");
+  vm->set_vcpus(1);
+  vm->set_h(5);  // the boot parameter leaves the host one counter for three events
+  vm->mutable_workload()->set_kind(v1::Workload::IDLE);
+  for (const char* name : {"a", "b", "c"}) {
+    v1::HostEvent* e = config.add_host_events();
+    e->set_name(name);
+    e->set_event_code(0x08);
+  }
+  absl::StatusOr<std::unique_ptr<HostSimulator>> sim = HostSimulator::Create(config, {.check_invariants = true});
+  ASSERT_TRUE(sim.ok()) << sim.status();
+  ASSERT_TRUE((*sim)->RunUntil(300000000).ok());
+  (*sim)->Finish();
+  for (const partition::HostEvent& e : (*sim)->host().pcpu(0).host_events) {
+    ASSERT_GT(e.enabled_ns, 0u);
+    const double ratio = static_cast<double>(e.running_ns) / static_cast<double>(e.enabled_ns);
+    EXPECT_GT(ratio, 0.2) << e.name << " got its turn";
+    EXPECT_LT(ratio, 0.5) << e.name << " shared one counter with two others";
+  }
+  EXPECT_EQ((*sim)->host().checker().total(), 0u) << (*sim)->host().checker().Summary();
+}
+
+}  // namespace
+}  // namespace fleetpmu::sim
