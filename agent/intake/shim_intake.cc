@@ -88,6 +88,13 @@ class ShimTelemetryService final : public v1::ShimTelemetry::Service {
         *r = report;
         r->set_host_id(options_.host_id);
         if (!host_info_sent) *r->mutable_host_info() = host_info;
+        // Spool drops since the last batch travel upstream with this one (DROP_STAGE_AGENT_SPOOL).
+        if (absl::StatusOr<std::vector<v1::TelemetryDrops>> drops = spool_->TakeDrops(); drops.ok()) {
+          for (v1::TelemetryDrops& d : *drops) {
+            *d.mutable_interval() = report.interval();
+            *batch.add_agent_drops() = std::move(d);
+          }
+        }
         const ShimCursor next{hello.shim_id(), hello.shim_epoch(), message.seq()};
         absl::StatusOr<uint64_t> seq = spool_->Append(std::move(batch), NowUnixNs(), &next);
         if (!seq.ok()) {
