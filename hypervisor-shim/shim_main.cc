@@ -17,6 +17,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <fstream>
 #include <iostream>
 #include <set>
 #include <string>
@@ -48,6 +49,8 @@ ABSL_FLAG(absl::Duration, run_for, absl::ZeroDuration(),
           "sim backend: simulate this much virtual time as fast as possible, with no agent, then "
           "print a summary (e.g. --run-for=10s)");
 ABSL_FLAG(std::string, summary, "json", "format of the --run-for summary: json");
+ABSL_FLAG(std::string, summary_file, "",
+          "streaming runs: write the run's JSON summary (as --run-for prints it) to this file at exit");
 ABSL_FLAG(bool, check_invariants, false,
           "run the PMU.md section 4 invariant checker after every operation (also settable in "
           "the config)");
@@ -275,6 +278,11 @@ int RunStreaming(const std::string& program, const fleetpmu::v1::ShimConfig& con
 
   const bool flushed = sender.Flush(kFlushTimeout);
   const fleetpmu::telemetry::ShimSenderStats stats = sender.stats();
+  if (const std::string path = absl::GetFlag(FLAGS_summary_file); !path.empty()) {
+    std::ofstream out(path);
+    out << fleetpmu::sim::RunSummaryJson(sim, absl::ToDoubleSeconds(absl::Now() - wall_start)) << "\n";
+    if (!out) log(absl::StrCat("cannot write the summary to ", path));
+  }
   sender.Stop();
   const std::string what =
       absl::StrFormat("stopped after %.3fs simulated (%d switches): %d reports", static_cast<double>(now_ns) / 1e9,

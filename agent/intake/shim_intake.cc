@@ -61,6 +61,9 @@ class ShimTelemetryService final : public v1::ShimTelemetry::Service {
     v1::HostInfo host_info = hello.host_info();
     host_info.MergeFrom(options_.host_facts);
     host_info.set_host_id(options_.host_id);
+    if (absl::Status saved = spool_->SaveHostInfo(host_info); !saved.ok()) {
+      std::cerr << "fleetpmu-agent: " << saved.message() << "\n";
+    }
     bool host_info_sent = false;
     auto window_start = std::chrono::steady_clock::now();
     uint32_t in_window = 0;

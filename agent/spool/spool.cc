@@ -11,7 +11,7 @@
 namespace fleetpmu::agent {
 namespace {
 
-constexpr int kSchemaVersion = 2;
+constexpr int kSchemaVersion = 3;
 
 // Owns one prepared statement.
 class Statement {
@@ -107,6 +107,17 @@ absl::Status Spool::Init(const SpoolOptions& options) {
                               "CREATE TABLE shim_cursors (shim_id TEXT NOT NULL, shim_epoch INTEGER NOT NULL,"
                               " seq INTEGER NOT NULL, PRIMARY KEY (shim_id, shim_epoch));"
                               "PRAGMA user_version = 2;"
+                              "COMMIT;");
+        !s.ok()) {
+      return s;
+    }
+    version = 2;
+  }
+  if (version == 2) {
+    // v3: facts about the host that must outlive a restart (the shims' HostInfo).
+    if (absl::Status s = Exec("BEGIN IMMEDIATE;"
+                              "CREATE TABLE facts (key TEXT PRIMARY KEY, value BLOB NOT NULL);"
+                              "PRAGMA user_version = 3;"
                               "COMMIT;");
         !s.ok()) {
       return s;
@@ -257,6 +268,33 @@ absl::Status Spool::Acknowledge(uint64_t seq) {
   sqlite3_bind_int64(del.get(), 1, static_cast<int64_t>(seq));
   if (!del.ok() || sqlite3_step(del.get()) != SQLITE_DONE) return SqliteError(db_, "deleting acknowledged batches");
   return LoadState();
+}
+
+absl::Status Spool::SaveHostInfo(const v1::HostInfo& info) {
+  absl::MutexLock lock(&mu_);
+  std::string body;
+  if (!info.SerializeToString(&body)) return absl::InternalError("spool: cannot serialize HostInfo");
+  Statement st(db_, "INSERT INTO facts (key, value) VALUES ('host_info', ?)"
+                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value");
+  sqlite3_bind_blob(st.get(), 1, body.data(), static_cast<int>(body.size()), SQLITE_STATIC);
+  if (!st.ok() || sqlite3_step(st.get()) != SQLITE_DONE) return SqliteError(db_, "saving the host info");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::HostInfo> Spool::LoadHostInfo() {
+  absl::MutexLock lock(&mu_);
+  Statement st(db_, "SELECT value FROM facts WHERE key = 'host_info'");
+  if (!st.ok()) return SqliteError(db_, "reading the host info");
+  v1::HostInfo info;
+  const int rc = sqlite3_step(st.get());
+  if (rc == SQLITE_ROW) {
+    if (!info.ParseFromArray(sqlite3_column_blob(st.get(), 0), sqlite3_column_bytes(st.get(), 0))) {
+      return absl::DataLossError(absl::StrCat("spool ", path_, ": the saved host info is corrupt"));
+    }
+  } else if (rc != SQLITE_DONE) {
+    return SqliteError(db_, "reading the host info");
+  }
+  return info;
 }
 
 absl::StatusOr<std::vector<v1::TelemetryDrops>> Spool::TakeDrops() {

@@ -28,6 +28,7 @@
 #include "absl/synchronization/mutex.h"
 #include "fleetpmu/v1/config.pb.h"
 #include "fleetpmu/v1/ingest.pb.h"
+#include "fleetpmu/v1/telemetry.pb.h"
 
 struct sqlite3;
 
@@ -80,6 +81,12 @@ class Spool {
   absl::StatusOr<std::vector<SpooledBatch>> ReadAfter(uint64_t after_seq, size_t limit);
   // Deletes batches with seq <= `seq`.
   absl::Status Acknowledge(uint64_t seq);
+  // The host's latest HostInfo as the shims described it (pCPUs and their PMUs), kept so that a
+  // restarted agent's hello carries it before any shim has reconnected.
+  absl::Status SaveHostInfo(const v1::HostInfo& info);
+  // The saved HostInfo; an empty message if none was saved.
+  absl::StatusOr<v1::HostInfo> LoadHostInfo();
+
   // Spool drops not yet reported upstream, as TelemetryDrops; clears them.
   absl::StatusOr<std::vector<v1::TelemetryDrops>> TakeDrops();
   SpoolStats stats() const;

@@ -171,7 +171,14 @@ absl::Duration Uplink::Impl::Session(bool* fatal) {
   hello.mutable_hello()->set_host_id(options.host_id);
   hello.mutable_hello()->set_agent_epoch(spool->epoch());
   hello.mutable_hello()->set_agent_version(options.agent_version);
-  *hello.mutable_hello()->mutable_host_info() = options.host_info;
+  // The shims' description of the host (pCPUs, PMUs) if one was ever seen, else discovery alone:
+  // the server checks every record's pCPU against the hello's HostInfo.
+  absl::StatusOr<v1::HostInfo> saved = spool->LoadHostInfo();
+  if (saved.ok() && saved->pcpus_size() > 0) {
+    *hello.mutable_hello()->mutable_host_info() = *saved;
+  } else {
+    *hello.mutable_hello()->mutable_host_info() = options.host_info;
+  }
   hello.mutable_hello()->mutable_host_info()->set_host_id(options.host_id);
   hello.mutable_hello()->set_last_acked_seq(counters.durable_seq.load());
   v1::ServerMessage reply;

@@ -164,3 +164,26 @@ TEST_F(SpoolTest, RefusedBatchDoesNotAdvanceTheShimCursor) {
 
 }  // namespace
 }  // namespace fleetpmu::agent
+
+namespace fleetpmu::agent {
+namespace {
+
+TEST_F(SpoolTest, HostInfoOutlivesARestart) {
+  {
+    auto spool = Spool::Open(Options());
+    ASSERT_TRUE(spool.ok());
+    EXPECT_EQ((*spool)->LoadHostInfo()->pcpus_size(), 0);
+    v1::HostInfo info;
+    info.add_pcpus()->set_num_counters(6);
+    info.add_pcpus()->set_num_counters(6);
+    ASSERT_TRUE((*spool)->SaveHostInfo(info).ok());
+  }
+  auto spool = Spool::Open(Options());
+  ASSERT_TRUE(spool.ok());
+  absl::StatusOr<v1::HostInfo> info = (*spool)->LoadHostInfo();
+  ASSERT_TRUE(info.ok());
+  EXPECT_EQ(info->pcpus_size(), 2);
+}
+
+}  // namespace
+}  // namespace fleetpmu::agent
