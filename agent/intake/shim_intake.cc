@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <iostream>
 #include <utility>
@@ -29,7 +30,7 @@ grpc::Status CutOff(ShimIntakeCounters& counters, const std::string& who, const 
 class ShimTelemetryService final : public v1::ShimTelemetry::Service {
  public:
   ShimTelemetryService(const ShimIntakeOptions& options, Spool* spool, ShimIntakeCounters* counters)
-      : options_(options), spool_(spool), counters_(*counters) {}
+      : options_(options), spool_(spool), counters_(*counters), drops_logged_(spool->stats().dropped_batches) {}
 
   grpc::Status Publish(grpc::ServerContext* context,
                        grpc::ServerReaderWriter<v1::ShimAck, v1::ShimMessage>* stream) override {
@@ -91,13 +92,6 @@ class ShimTelemetryService final : public v1::ShimTelemetry::Service {
         *r = report;
         r->set_host_id(options_.host_id);
         if (!host_info_sent) *r->mutable_host_info() = host_info;
-        // Spool drops since the last batch travel upstream with this one (DROP_STAGE_AGENT_SPOOL).
-        if (absl::StatusOr<std::vector<v1::TelemetryDrops>> drops = spool_->TakeDrops(); drops.ok()) {
-          for (v1::TelemetryDrops& d : *drops) {
-            *d.mutable_interval() = report.interval();
-            *batch.add_agent_drops() = std::move(d);
-          }
-        }
         const ShimCursor next{hello.shim_id(), hello.shim_epoch(), message.seq()};
         absl::StatusOr<uint64_t> seq = spool_->Append(std::move(batch), NowUnixNs(), &next);
         if (!seq.ok()) {
@@ -109,6 +103,7 @@ class ShimTelemetryService final : public v1::ShimTelemetry::Service {
         host_info_sent = true;
         *cursor = message.seq();
         ++counters_.reports_spooled;
+        LogSpoolDrops();
       }
       ack.set_spooled_seq(*cursor);
       if (!stream->Write(ack)) break;
@@ -116,9 +111,27 @@ class ShimTelemetryService final : public v1::ShimTelemetry::Service {
     return grpc::Status::OK;
   }
 
+  // DROP_OLDEST makes room silently inside Append(): say so in the log, at most every 10 s so a
+  // long outage does not flood it (the exact count is on /metrics and goes to the server).
+  void LogSpoolDrops() {
+    const SpoolStats stats = spool_->stats();
+    const uint64_t logged = drops_logged_.load();
+    if (stats.dropped_batches <= logged) return;
+    const int64_t now = NowUnixNs();
+    int64_t next = next_drop_log_ns_.load();
+    if (now < next || !next_drop_log_ns_.compare_exchange_strong(next, now + kDropLogEveryNs)) return;
+    drops_logged_.store(stats.dropped_batches);
+    std::cerr << "fleetpmu-agent: spool full (" << stats.bytes << " of " << spool_->max_bytes()
+              << " bytes): dropped the " << stats.dropped_batches - logged << " oldest batches ("
+              << stats.dropped_batches << " since the spool was created); the server is told with the next batch\n";
+  }
+
+  static constexpr int64_t kDropLogEveryNs = 10'000'000'000;
   const ShimIntakeOptions& options_;
   Spool* spool_;
   ShimIntakeCounters& counters_;
+  std::atomic<uint64_t> drops_logged_;  // drops before this start were logged by an earlier one
+  std::atomic<int64_t> next_drop_log_ns_{0};
 };
 
 }  // namespace

@@ -161,10 +161,14 @@ absl::Status Spool::SaveCounters() {
 
 absl::Status Spool::DropOldestFor(uint64_t incoming) {
   while (stats_.bytes + incoming > max_bytes_ && stats_.batches > 0) {
-    Statement oldest(db_, "SELECT seq, size FROM batches ORDER BY seq LIMIT 1");
+    Statement oldest(db_, "SELECT seq, size, body FROM batches ORDER BY seq LIMIT 1");
     if (!oldest.ok() || sqlite3_step(oldest.get()) != SQLITE_ROW) return SqliteError(db_, "finding the oldest batch");
     const int64_t seq = sqlite3_column_int64(oldest.get(), 0);
     const uint64_t size = static_cast<uint64_t>(sqlite3_column_int64(oldest.get(), 1));
+    v1::Batch dropped;
+    if (dropped.ParseFromArray(sqlite3_column_blob(oldest.get(), 2), sqlite3_column_bytes(oldest.get(), 2))) {
+      RequeueCarriedDrops(dropped);
+    }
     Statement del(db_, "DELETE FROM batches WHERE seq = ?");
     sqlite3_bind_int64(del.get(), 1, seq);
     if (!del.ok() || sqlite3_step(del.get()) != SQLITE_DONE) return SqliteError(db_, "dropping the oldest batch");
@@ -176,6 +180,16 @@ absl::Status Spool::DropOldestFor(uint64_t incoming) {
     unreported_bytes_ += size;
   }
   return absl::OkStatus();
+}
+
+void Spool::RequeueCarriedDrops(const v1::Batch& batch) {
+  // A batch that goes may carry the report of earlier spool drops (TakeDrops() handed them to
+  // it): they go back to the unreported counters so that the next batch tells the server.
+  for (const v1::TelemetryDrops& carried : batch.agent_drops()) {
+    if (carried.stage() != v1::DROP_STAGE_AGENT_SPOOL) continue;
+    unreported_batches_ += carried.count();
+    unreported_bytes_ += carried.bytes();
+  }
 }
 
 absl::Status Spool::RollBack(absl::Status cause) {
@@ -198,26 +212,57 @@ absl::StatusOr<uint64_t> Spool::SpooledShimSeq(const std::string& shim_id, uint6
 
 absl::StatusOr<uint64_t> Spool::Append(v1::Batch batch, int64_t now_unix_ns, const ShimCursor* cursor) {
   absl::MutexLock lock(&mu_);
+  return AppendLocked(std::move(batch), now_unix_ns, cursor);
+}
+
+absl::StatusOr<uint64_t> Spool::AppendPendingDrops(int64_t now_unix_ns) {
+  absl::MutexLock lock(&mu_);
+  if (unreported_batches_ == 0) return 0u;
+  return AppendLocked(v1::Batch(), now_unix_ns, nullptr);
+}
+
+void Spool::AttachPendingDrops(v1::Batch& batch, int64_t now_unix_ns) {
+  if (unreported_batches_ == 0) return;
+  v1::TelemetryDrops* drops = batch.add_agent_drops();
+  drops->set_stage(v1::DROP_STAGE_AGENT_SPOOL);
+  drops->set_count(unreported_batches_);
+  drops->set_bytes(unreported_bytes_);
+  // When the drops began is known only if it was since this process started; else "just now".
+  const int64_t since = first_unreported_drop_unix_ns_ != 0 && first_unreported_drop_unix_ns_ < now_unix_ns
+                            ? first_unreported_drop_unix_ns_
+                            : now_unix_ns - 1;
+  drops->mutable_interval()->set_start_unix_ns(since);
+  drops->mutable_interval()->set_end_unix_ns(now_unix_ns);
+  unreported_batches_ = 0;  // on disk with this batch's transaction; RollBack() reloads them
+  unreported_bytes_ = 0;
+  first_unreported_drop_unix_ns_ = 0;
+}
+
+absl::StatusOr<uint64_t> Spool::AppendLocked(v1::Batch batch, int64_t now_unix_ns, const ShimCursor* cursor) {
   const uint64_t seq = stats_.next_seq;
   batch.set_agent_epoch(epoch_);
   batch.set_seq(seq);
   batch.set_created_unix_ns(now_unix_ns);
-  std::string body;
-  if (!batch.SerializeToString(&body)) return absl::InternalError("spool: cannot serialize batch");
-  const uint64_t size = body.size();
   if (absl::Status s = Exec("BEGIN IMMEDIATE;"); !s.ok()) return s;
+  AttachPendingDrops(batch, now_unix_ns);
+  std::string body;
+  if (!batch.SerializeToString(&body)) return RollBack(absl::InternalError("spool: cannot serialize batch"));
+  const uint64_t size = body.size();
   if (stats_.bytes + size > max_bytes_) {
     if (policy_ == v1::SPOOL_OVERFLOW_POLICY_DROP_NEWEST || size > max_bytes_) {
+      RequeueCarriedDrops(batch);
       ++stats_.dropped_batches;
       stats_.dropped_bytes += size;
       ++unreported_batches_;
       unreported_bytes_ += size;
+      if (first_unreported_drop_unix_ns_ == 0) first_unreported_drop_unix_ns_ = now_unix_ns;
       if (absl::Status s = SaveCounters(); !s.ok()) return RollBack(s);
       if (absl::Status s = Exec("COMMIT;"); !s.ok()) return RollBack(s);
       return absl::ResourceExhaustedError(absl::StrCat("spool ", path_, " is full (", stats_.bytes, " of ", max_bytes_,
                                                        " bytes): batch of ", size, " bytes dropped"));
     }
     if (absl::Status s = DropOldestFor(size); !s.ok()) return RollBack(s);
+    if (first_unreported_drop_unix_ns_ == 0) first_unreported_drop_unix_ns_ = now_unix_ns;
   }
   {
     Statement insert(db_, "INSERT INTO batches (seq, size, body) VALUES (?, ?, ?)");
@@ -308,6 +353,7 @@ absl::StatusOr<std::vector<v1::TelemetryDrops>> Spool::TakeDrops() {
   const uint64_t batches = unreported_batches_, bytes = unreported_bytes_;
   unreported_batches_ = 0;
   unreported_bytes_ = 0;
+  first_unreported_drop_unix_ns_ = 0;
   if (absl::Status s = SaveCounters(); !s.ok()) {
     unreported_batches_ = batches;
     unreported_bytes_ = bytes;

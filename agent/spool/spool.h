@@ -10,7 +10,8 @@
 //  - The spool is bounded in bytes (serialized batch sizes). When an append would exceed the
 //    bound, DROP_OLDEST deletes the oldest batches first and DROP_NEWEST refuses the new batch
 //    (RESOURCE_EXHAUSTED). Either way the drop is counted, persisted, and handed upstream once
-//    through TakeDrops().
+//    through TakeDrops(); a dropped batch that was carrying such a report (Batch.agent_drops)
+//    hands it back, so no drop goes unreported because its messenger was dropped too.
 //  - Acknowledge(seq) deletes every batch with a sequence number <= seq.
 //
 // Thread-safe: every method takes the spool's mutex; SQLite is used from one thread at a time.
@@ -70,8 +71,11 @@ class Spool {
   Spool& operator=(const Spool&) = delete;
 
   uint64_t epoch() const { return epoch_; }
+  uint64_t max_bytes() const { return max_bytes_; }
 
-  // Sets agent_epoch, seq and created_unix_ns on `batch`, stores it durably, returns the seq.
+  // Sets agent_epoch, seq and created_unix_ns on `batch`, adds the spool drops not yet reported
+  // (Batch.agent_drops, DROP_STAGE_AGENT_SPOOL) in the same transaction, stores it durably,
+  // returns the seq.
   // With `cursor`, the shim's cursor is advanced in the same transaction, so a report is in the
   // spool if and only if its cursor says so (the shim's acks survive an agent restart).
   absl::StatusOr<uint64_t> Append(v1::Batch batch, int64_t now_unix_ns, const ShimCursor* cursor = nullptr);
@@ -87,8 +91,12 @@ class Spool {
   // The saved HostInfo; an empty message if none was saved.
   absl::StatusOr<v1::HostInfo> LoadHostInfo();
 
-  // Spool drops not yet reported upstream, as TelemetryDrops; clears them.
+  // Spool drops not yet reported upstream, as TelemetryDrops; clears them. (Append() attaches
+  // them itself; this is for callers that report drops some other way.)
   absl::StatusOr<std::vector<v1::TelemetryDrops>> TakeDrops();
+  // When drops are pending and no report is coming to carry them, spools a batch holding only
+  // those drops. Returns its seq, or 0 if nothing was pending.
+  absl::StatusOr<uint64_t> AppendPendingDrops(int64_t now_unix_ns);
   SpoolStats stats() const;
 
  private:
@@ -96,8 +104,12 @@ class Spool {
   absl::Status Init(const SpoolOptions& options);
   absl::Status Exec(const char* sql) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status LoadState() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<uint64_t> AppendLocked(v1::Batch batch, int64_t now_unix_ns, const ShimCursor* cursor)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void AttachPendingDrops(v1::Batch& batch, int64_t now_unix_ns) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status DropOldestFor(uint64_t incoming) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status SaveCounters() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RequeueCarriedDrops(const v1::Batch& batch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status RollBack(absl::Status cause) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   mutable absl::Mutex mu_;
@@ -109,6 +121,7 @@ class Spool {
   SpoolStats stats_ ABSL_GUARDED_BY(mu_);
   uint64_t unreported_batches_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t unreported_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t first_unreported_drop_unix_ns_ ABSL_GUARDED_BY(mu_) = 0;  // 0: none since this start
 };
 
 }  // namespace fleetpmu::agent

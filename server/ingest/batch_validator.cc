@@ -726,7 +726,11 @@ absl::Status BatchValidator::Validate(const Batch& batch, size_t serialized_byte
                   limits_.max_message_bytes, " (HelloAck.max_message_bytes)");
     }
     if (batch.seq() == 0) return Fail(RejectReason::kBadSeq, "batch.seq", "0 (seq starts at 1)");
-    if (batch.reports_size() == 0) return Fail(RejectReason::kEmptyBatch, "batch.reports", "empty");
+    // A batch with no report still counts when it tells of agent drops: the agent sends one when
+    // drops happened and no report is left to carry them (its spool dropped them all).
+    if (batch.reports_size() == 0 && batch.agent_drops_size() == 0) {
+      return Fail(RejectReason::kEmptyBatch, "batch.reports", "empty (and no agent_drops)");
+    }
     if (static_cast<uint32_t>(batch.reports_size()) > limits_.max_batch_records) {
       return Fail(RejectReason::kTooManyReports, "batch.reports", batch.reports_size(),
                   " reports exceed ", limits_.max_batch_records, " (HelloAck.max_batch_records)");

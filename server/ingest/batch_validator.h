@@ -38,7 +38,7 @@ namespace fleetpmu::server {
 enum class RejectReason {
   kTooLarge,               // serialized batch over max_message_bytes
   kTooManyReports,         // more reports than max_batch_records
-  kEmptyBatch,             // no report
+  kEmptyBatch,             // no report and no agent drops
   kBadSeq,                 // seq 0
   kHostMismatch,           // a report or HostInfo names another host than the stream's
   kBadHostInfo,            // HostInfo breaks its rules (pCPUs, labels, capabilities)

@@ -43,6 +43,7 @@ class ShimIntakeTest : public ::testing::Test {
     o.host_id = "arm-17";
     o.max_message_bytes = max_message_bytes;
     o.host_facts.set_kernel("6.1-test");
+    (*o.host_facts.mutable_kvm_capabilities())["KVM_CAP_ARM_PMU_V3"] = "1";
     auto intake = ShimIntake::Start(o, spool_.get());
     ASSERT_TRUE(intake.ok()) << intake.status();
     intake_ = std::move(*intake);
@@ -78,7 +79,11 @@ TEST_F(ShimIntakeTest, SpoolsEachReportBeforeAcknowledgingIt) {
   auto stub = Stub();
   grpc::ClientContext ctx;
   auto stream = stub->Publish(&ctx);
-  ASSERT_TRUE(stream->Write(Hello("shim-a", 100)));
+  // The kvm shim probes the per-vCPU PMU attributes (it alone opens /dev/kvm read-write); the
+  // agent adds its own facts without losing them.
+  v1::ShimMessage hello = Hello("shim-a", 100);
+  (*hello.mutable_hello()->mutable_host_info()->mutable_kvm_capabilities())["KVM_ARM_VCPU_PMU_V3_SET_NR_COUNTERS"] = "1";
+  ASSERT_TRUE(stream->Write(hello));
   v1::ShimAck ack;
   ASSERT_TRUE(stream->Read(&ack));
   EXPECT_EQ(ack.spooled_seq(), 0u);
@@ -98,6 +103,9 @@ TEST_F(ShimIntakeTest, SpoolsEachReportBeforeAcknowledgingIt) {
   ASSERT_TRUE(first.ParseFromString((*batches)[0].serialized));
   EXPECT_EQ(first.reports(0).host_id(), "arm-17") << "the agent's identity wins";
   EXPECT_EQ(first.reports(0).host_info().kernel(), "6.1-test");
+  const auto& kvm = first.reports(0).host_info().kvm_capabilities();
+  EXPECT_EQ(kvm.count("KVM_CAP_ARM_PMU_V3"), 1u) << "the agent's probe";
+  EXPECT_EQ(kvm.count("KVM_ARM_VCPU_PMU_V3_SET_NR_COUNTERS"), 1u) << "the shim's vCPU probe";
   EXPECT_EQ(intake_->counters().reports_spooled.load(), 3u);
 }
 

@@ -71,10 +71,10 @@ TEST_F(SpoolTest, SurvivesReopenWithItsEpochAndUnacknowledgedBatches) {
 }
 
 TEST_F(SpoolTest, FullSpoolDropsTheOldestAndReportsItOnce) {
-  const uint64_t one = MakeBatch("h", 1000).ByteSizeLong() + 16;
+  const uint64_t one = MakeBatch("h", 1000).ByteSizeLong() + 64;
   auto spool = Spool::Open(Options(3 * one));
   ASSERT_TRUE(spool.ok());
-  for (int i = 0; i < 5; ++i) ASSERT_TRUE((*spool)->Append(MakeBatch("h", 1000), i).ok());
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE((*spool)->Append(MakeBatch("h", 1000), i + 1).ok());
   auto batches = (*spool)->ReadAfter(0, 10);
   ASSERT_TRUE(batches.ok());
   ASSERT_FALSE(batches->empty());
@@ -83,12 +83,46 @@ TEST_F(SpoolTest, FullSpoolDropsTheOldestAndReportsItOnce) {
   const SpoolStats stats = (*spool)->stats();
   EXPECT_LE(stats.bytes, 3 * one);
   EXPECT_EQ(stats.dropped_batches, 5 - batches->size());
+  // Drops made room for batch k travel with batch k+1; the last ones wait for the next append.
+  uint64_t carried = 0;
+  for (const SpooledBatch& sb : *batches) {
+    v1::Batch b;
+    ASSERT_TRUE(b.ParseFromString(sb.serialized));
+    for (const v1::TelemetryDrops& d : b.agent_drops()) {
+      EXPECT_EQ(d.stage(), v1::DROP_STAGE_AGENT_SPOOL);
+      EXPECT_LT(d.interval().start_unix_ns(), d.interval().end_unix_ns());
+      carried += d.count();
+    }
+  }
   auto drops = (*spool)->TakeDrops();
   ASSERT_TRUE(drops.ok());
   ASSERT_EQ(drops->size(), 1u);
   EXPECT_EQ((*drops)[0].stage(), v1::DROP_STAGE_AGENT_SPOOL);
-  EXPECT_EQ((*drops)[0].count(), stats.dropped_batches);
+  EXPECT_EQ(carried + (*drops)[0].count(), stats.dropped_batches);
   EXPECT_TRUE((*spool)->TakeDrops()->empty()) << "reported once";
+}
+
+TEST_F(SpoolTest, PendingDropsGoUpInADropsOnlyBatch) {
+  const uint64_t one = MakeBatch("h", 1000).ByteSizeLong() + 64;
+  auto spool = Spool::Open(Options(2 * one));
+  ASSERT_TRUE(spool.ok());
+  EXPECT_EQ(*(*spool)->AppendPendingDrops(1), 0u) << "nothing pending: nothing spooled";
+  for (int i = 0; i < 4; ++i) ASSERT_TRUE((*spool)->Append(MakeBatch("h", 1000), 10 + i).ok());
+  ASSERT_TRUE((*spool)->Acknowledge(4).ok());
+  absl::StatusOr<uint64_t> seq = (*spool)->AppendPendingDrops(20);
+  ASSERT_TRUE(seq.ok()) << seq.status();
+  EXPECT_EQ(*seq, 5u);
+  auto batches = (*spool)->ReadAfter(4, 10);
+  ASSERT_TRUE(batches.ok());
+  ASSERT_EQ(batches->size(), 1u);
+  v1::Batch b;
+  ASSERT_TRUE(b.ParseFromString((*batches)[0].serialized));
+  EXPECT_EQ(b.reports_size(), 0);
+  ASSERT_EQ(b.agent_drops_size(), 1);
+  EXPECT_EQ(b.agent_drops(0).interval().end_unix_ns(), 20);
+  // Batches 3 and 4 carried the drops before them; this one carries the rest.
+  EXPECT_GT(b.agent_drops(0).count(), 0u);
+  EXPECT_EQ(*(*spool)->AppendPendingDrops(21), 0u) << "reported once";
 }
 
 TEST_F(SpoolTest, DropNewestRefusesAndKeepsHistory) {
@@ -104,6 +138,44 @@ TEST_F(SpoolTest, DropNewestRefusesAndKeepsHistory) {
   EXPECT_NE(third.status().message().find("full"), absl::string_view::npos) << third.status();
   EXPECT_EQ((*spool)->ReadAfter(0, 10)->front().seq, 1u);
   EXPECT_EQ((*spool)->stats().dropped_batches, 1u);
+}
+
+// The agent hands each batch the drops reported so far (TakeDrops -> Batch.agent_drops). When
+// that batch is dropped in turn, the drops it carried must be reported again, or the server
+// would hear of fewer drops than happened.
+uint64_t CarriedDrops(const v1::Batch& b) {
+  uint64_t n = 0;
+  for (const v1::TelemetryDrops& d : b.agent_drops()) n += d.count();
+  return n;
+}
+
+TEST_F(SpoolTest, DroppedBatchHandsBackTheDropsItCarried) {
+  for (v1::SpoolOverflowPolicy policy : {v1::SPOOL_OVERFLOW_POLICY_DROP_OLDEST, v1::SPOOL_OVERFLOW_POLICY_DROP_NEWEST}) {
+    std::filesystem::remove(dir_ / "spool.db");
+    const uint64_t one = MakeBatch("h", 1000).ByteSizeLong() + 64;
+    SpoolOptions o = Options(3 * one);
+    o.overflow_policy = policy;
+    auto spool = Spool::Open(o);
+    ASSERT_TRUE(spool.ok());
+    for (int i = 0; i < 20; ++i) {
+      (void)(*spool)->Append(MakeBatch("h", 1000), i + 1);  // DROP_NEWEST refuses some: the point
+    }
+    uint64_t reported = 0;
+    auto left = (*spool)->ReadAfter(0, 100);
+    ASSERT_TRUE(left.ok());
+    for (const SpooledBatch& sb : *left) {
+      v1::Batch b;
+      ASSERT_TRUE(b.ParseFromString(sb.serialized));
+      reported += CarriedDrops(b);
+    }
+    auto pending = (*spool)->TakeDrops();
+    ASSERT_TRUE(pending.ok());
+    for (const v1::TelemetryDrops& d : *pending) reported += d.count();
+    const uint64_t dropped = (*spool)->stats().dropped_batches;
+    EXPECT_GT(dropped, 10u) << v1::SpoolOverflowPolicy_Name(policy);
+    EXPECT_EQ(reported, dropped) << v1::SpoolOverflowPolicy_Name(policy)
+                                 << ": drops carried by surviving batches plus those pending";
+  }
 }
 
 TEST_F(SpoolTest, UnreportedDropsSurviveARestart) {

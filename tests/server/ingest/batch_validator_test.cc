@@ -70,7 +70,7 @@ const RuleCase kRules[] = {
      },
      RejectReason::kTooManyReports, "5 reports exceed 4"},
     {"empty_batch", [](Batch& b) { b.clear_reports(); }, RejectReason::kEmptyBatch,
-     "batch.reports: empty"},
+     "batch.reports: empty (and no agent_drops)"},
     {"bad_seq", [](Batch& b) { b.set_seq(0); }, RejectReason::kBadSeq, "batch.seq"},
     {"created_in_future", [](Batch& b) { b.set_created_unix_ns(kNow + 3600 * kSecondNs); },
      RejectReason::kBadTimestamp, "batch.created_unix_ns"},
@@ -257,6 +257,21 @@ TEST(BatchValidatorTest, ValidBatchPassesAndTeachesItsVms) {
   status = validator.Validate(later, later.ByteSizeLong(), kNow, context, &reason);
   EXPECT_TRUE(status.ok()) << status;
   for (uint64_t count : validator.Rejected()) EXPECT_EQ(count, 0u);
+}
+
+TEST(BatchValidatorTest, DropsOnlyBatchIsValid) {
+  BatchValidator validator{ValidationLimits{}};
+  Batch batch = ValidBatch();
+  batch.clear_reports();
+  fleetpmu::v1::TelemetryDrops* drop = batch.add_agent_drops();
+  drop->set_stage(fleetpmu::v1::DROP_STAGE_AGENT_SPOOL);
+  drop->set_count(110);
+  drop->mutable_interval()->set_start_unix_ns(kBaseUnixNs);
+  drop->mutable_interval()->set_end_unix_ns(kBaseUnixNs + kSecondNs);
+  HostContext context = Context();
+  RejectReason reason;
+  absl::Status status = validator.Validate(batch, batch.ByteSizeLong(), kNow, context, &reason);
+  EXPECT_TRUE(status.ok()) << status;
 }
 
 TEST(BatchValidatorTest, SerializedSizeOverTheLimitIsTooLarge) {
