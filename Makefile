@@ -1,5 +1,5 @@
 # The README's two commands: `make demo` and `make test`. Both install what is missing first.
-.PHONY: all deps build asan test demo bench clean help
+.PHONY: all deps cross-deps build asan arm64 test demo bench clean help
 
 DURATION ?= 0
 
@@ -7,7 +7,8 @@ all: build
 
 help:
 	@echo "make demo   install deps, build, run the demo (DURATION=<seconds> to stop by itself)"
-	@echo "make test   install deps, build (default + asan presets), run every test"
+	@echo "make test   install deps, build (default + asan + arm64 presets), run every test"
+	@echo "make arm64  cross-build the shim and agent for arm64 (docs/arm64.md)"
 	@echo "make bench  release build and benchmarks (not part of make test)"
 
 deps:
@@ -21,9 +22,19 @@ asan: deps
 	cmake --preset asan
 	cmake --build --preset asan
 
-test: build asan
+# Serialised after deps: both scripts may run apt-get.
+cross-deps: deps
+	deploy/install-cross-deps.sh
+
+# The shim and the agent for arm64; their unit tests run under qemu-aarch64-static (docs/arm64.md).
+arm64: cross-deps
+	cmake --preset arm64
+	cmake --build --preset arm64
+
+test: build asan arm64
 	ctest --preset default
 	ctest --preset asan
+	ctest --preset arm64
 
 demo: build
 	deploy/demo.sh --duration=$(DURATION)
@@ -34,4 +45,4 @@ bench: deps
 	deploy/bench.sh build-release
 
 clean:
-	rm -rf build build-asan build-release
+	rm -rf build build-asan build-release build-arm64

@@ -14,11 +14,16 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev openssl python3 curl
   # end-to-end: real Prometheus and Alertmanager
   prometheus prometheus-alertmanager
+  # deploy tests: systemd-analyze (units), YAML (manifests, compose), dpkg-shlibdeps (.debs)
+  systemd python3-yaml dpkg-dev
 )
 
+native=$(dpkg --print-architecture)
 missing=()
 for p in "${packages[@]}"; do
-  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed$'; then
+  # One line per installed architecture (the arm64 cross build adds :arm64 twins): the native
+  # or an architecture-independent one must be there.
+  if ! dpkg-query -W -f='${Status} ${Architecture}\n' "$p" 2>/dev/null | grep -qE "^install ok installed ($native|all)$"; then
     missing+=("$p")
   fi
 done

@@ -264,6 +264,8 @@ class MetricsExporter::Impl {
     pmu_counters_ = &GaugeFamily("fleetpmu_pmu_counters",
                                  "N: event counters of a host's PMU (per PMU id); the host keeps "
                                  "[h,N) while a partitioned vCPU is loaded.");
+    host_pcpus_ = &GaugeFamily("fleetpmu_host_pcpus",
+                               "pCPUs of a host per PMU id, from its latest HostInfo.");
     ownership_share_ = &GaugeFamily("fleetpmu_ownership_share",
                                     "Fraction of the host's pCPU time in the latest report during "
                                     "which the tenant's vCPUs held counters.");
@@ -440,10 +442,15 @@ class MetricsExporter::Impl {
   }
 
   void RecordHostInfo(const std::string& host, const fleetpmu::v1::HostInfo& info) {
+    std::map<std::string, double> pcpus_per_pmu;
     for (const fleetpmu::v1::PcpuPmu& pcpu : info.pcpus()) {
+      pcpus_per_pmu[pcpu.pmu_id()] += 1;
       if (Gauge* gauge = pmu_counters_->Get({{"host", host}, {"pmu", pcpu.pmu_id()}})) {
         gauge->Set(pcpu.num_counters());
       }
+    }
+    for (const auto& [pmu, pcpus] : pcpus_per_pmu) {
+      if (Gauge* gauge = host_pcpus_->Get({{"host", host}, {"pmu", pmu}})) gauge->Set(pcpus);
     }
   }
 
@@ -484,6 +491,7 @@ class MetricsExporter::Impl {
   BoundedFamily<Counter>* invariant_violations_ = nullptr;
   BoundedFamily<Gauge>* guest_counters_ = nullptr;
   BoundedFamily<Gauge>* pmu_counters_ = nullptr;
+  BoundedFamily<Gauge>* host_pcpus_ = nullptr;
   BoundedFamily<Gauge>* ownership_share_ = nullptr;
   BoundedFamily<Gauge>* host_events_ = nullptr;
   BoundedFamily<Counter>* host_moved_ = nullptr;
