@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "absl/strings/str_cat.h"
 #include "google/protobuf/util/time_util.h"
 
 namespace fleetpmu::sim {
@@ -69,6 +70,13 @@ WorkloadPlan PlanWorkload(const v1::Workload& workload, int h, bool p5,
     }
   }
   return plan;
+}
+
+absl::StatusOr<uint32_t> ProbeCounterCount(partition::PartitionedHost& host, int pcpu) {
+  absl::StatusOr<pmu::AccessResult> r = host.GuestAccess(pcpu, {PmuReg::kPmcr}, 0, /*is_write=*/false, kEl1);
+  if (!r.ok()) return r.status();
+  if (!r->ok()) return absl::InternalError(absl::StrCat("guest read of PMCR_EL0 failed: ", r->why ? r->why : "?"));
+  return static_cast<uint32_t>((r->value & pmu::pmcr::kNMask) >> pmu::pmcr::kNShift);
 }
 
 absl::Status ProgramCounters(partition::PartitionedHost& host, int pcpu, const WorkloadPlan& plan) {

@@ -44,6 +44,10 @@ struct WorkloadPlan {
 WorkloadPlan PlanWorkload(const v1::Workload& workload, int h, bool p5,
                           const std::vector<uint16_t>& host_events);
 
+// perf's PMU probe: the number of event counters the guest sees, PMCR_EL0.N read at EL1 (under
+// a partitioned PMU, MDCR_EL2.HPMN = h).
+absl::StatusOr<uint32_t> ProbeCounterCount(partition::PartitionedHost& host, int pcpu);
+
 // perf's event setup on a fresh PMU: types, presets, interrupt and counter enables, PMCR.E.
 absl::Status ProgramCounters(partition::PartitionedHost& host, int pcpu, const WorkloadPlan& plan);
 

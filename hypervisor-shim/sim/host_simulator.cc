@@ -181,6 +181,11 @@ absl::Status HostSimulator::RunGuest(int pcpu, Vcpu& v, uint64_t t, uint64_t end
   const WorkloadPlan& plan = *v.plan;
   const partition::VcpuPmu& state = host_->vcpu(v.id);
   if (!v.programmed && plan.kind != v1::Workload::IDLE) {
+    // perf's probe before its first event setup. An idle guest never touches the PMU (a probe
+    // would promote it out of FREE), so its VM reports no guest_visible_counters.
+    absl::StatusOr<uint32_t> n = ProbeCounterCount(*host_, pcpu);
+    if (!n.ok()) return n.status();
+    info_[v.id].observed_n = static_cast<int>(*n);
     if (absl::Status s = ProgramCounters(*host_, pcpu, plan); !s.ok()) return s;
     v.programmed = true;
   }

@@ -50,6 +50,7 @@ struct SimVcpuInfo {
   int vcpu_index = 0;  // within its VM
   int h = 0;
   v1::Policy policy = v1::POLICY_REVIEWED;
+  int observed_n = -1;  // PMCR_EL0.N the guest read when it first ran; -1 before
 };
 
 class HostSimulator {

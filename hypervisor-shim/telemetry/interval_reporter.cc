@@ -259,6 +259,14 @@ void IntervalReporter::FillVms(v1::TelemetryReport* report) const {
   const v1::SimHost& config = sim_->config();
   for (const v1::SimVm& vm : config.vms()) {
     v1::VmInfo* info = report->add_vms();
+    // What the VM's guests saw; a vCPU that saw something else than the others wins, so that a
+    // difference from h is never averaged away.
+    int seen = -1;
+    for (const sim::SimVcpuInfo& v : sim_->vcpus()) {
+      if (v.vm_id != vm.vm_id() || v.observed_n < 0) continue;
+      if (seen < 0 || v.observed_n != static_cast<int>(vm.h())) seen = v.observed_n;
+    }
+    if (seen >= 0) info->set_guest_visible_counters(static_cast<uint32_t>(seen));
     info->set_vm_id(vm.vm_id());
     info->set_tenant_id(vm.tenant_id());
     info->set_vcpus(vm.vcpus());

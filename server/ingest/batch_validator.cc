@@ -189,6 +189,12 @@ Check BatchWalk::Vm(const VmInfo& vm, absl::string_view path) const {
   if (vm.guest_counters() > kMaxCounters) {
     return Fail(RejectReason::kBadGuestCounters, h_path, vm.guest_counters(), " exceeds 31");
   }
+  // What the guest saw may differ from h (that is what it is reported for), but PMCR_EL0.N is
+  // a 5-bit field.
+  if (vm.has_guest_visible_counters() && vm.guest_visible_counters() > kMaxCounters) {
+    return Fail(RejectReason::kBadGuestCounters, absl::StrCat(path, ".guest_visible_counters"),
+                vm.guest_visible_counters(), " exceeds 31 (PMCR_EL0.N is 5 bits)");
+  }
   if (!context_.pcpus.empty() && vm.guest_counters() > largest_n) {
     return Fail(RejectReason::kBadGuestCounters, h_path, "h=", vm.guest_counters(),
                 " exceeds N=", largest_n, " of every pCPU of host ", Quote(context_.host_id));

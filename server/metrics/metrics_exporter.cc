@@ -261,6 +261,10 @@ class MetricsExporter::Impl {
                                            "PMU invariant-checker violations on vCPU switches.");
     guest_counters_ = &GaugeFamily("fleetpmu_vm_guest_counters",
                                    "h: event counters a VM's vCPUs own while loaded.");
+    guest_visible_counters_ =
+        &GaugeFamily("fleetpmu_vm_guest_visible_counters",
+                     "PMCR_EL0.N as the VM's guest read it; differs from h when the guest "
+                     "sees the wrong number of counters.");
     pmu_counters_ = &GaugeFamily("fleetpmu_pmu_counters",
                                  "N: event counters of a host's PMU (per PMU id); the host keeps "
                                  "[h,N) while a partitioned vCPU is loaded.");
@@ -331,6 +335,12 @@ class MetricsExporter::Impl {
       if (Gauge* h = guest_counters_->Get(
               {{"host", host}, {"tenant", vm.tenant_id()}, {"vm", vm.vm_id()}})) {
         h->Set(vm.guest_counters());
+      }
+      if (vm.has_guest_visible_counters()) {
+        if (Gauge* n = guest_visible_counters_->Get(
+                {{"host", host}, {"tenant", vm.tenant_id()}, {"vm", vm.vm_id()}})) {
+          n->Set(vm.guest_visible_counters());
+        }
       }
     }
     for (const fleetpmu::v1::VcpuStats& stats : report.vcpu_stats()) {
@@ -490,6 +500,7 @@ class MetricsExporter::Impl {
   BoundedFamily<Counter>* run_seconds_ = nullptr;
   BoundedFamily<Counter>* invariant_violations_ = nullptr;
   BoundedFamily<Gauge>* guest_counters_ = nullptr;
+  BoundedFamily<Gauge>* guest_visible_counters_ = nullptr;
   BoundedFamily<Gauge>* pmu_counters_ = nullptr;
   BoundedFamily<Gauge>* host_pcpus_ = nullptr;
   BoundedFamily<Gauge>* ownership_share_ = nullptr;

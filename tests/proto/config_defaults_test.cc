@@ -110,6 +110,8 @@ TEST(ApplyShimDefaultsTest, KvmBackendFillsOnlyTheKvmBlock) {
   EXPECT_EQ(vm.canary().sample_period(), 100000u);
   EXPECT_EQ(vm.canary().wraps(), 1000u);
   EXPECT_TRUE(vm.canary().use_cycle_counter());
+  EXPECT_EQ(vm.canary().cycle_sample_period(), 100000u);  // sample_period
+  EXPECT_EQ(vm.canary().timeout().seconds(), 30);
 }
 
 TEST(ApplyAgentDefaultsTest, EmptyConfigGetsTheDocumentedDefaults) {

@@ -6,6 +6,7 @@
 #include "gmock/gmock.h"
 #include "google/protobuf/text_format.h"
 #include "gtest/gtest.h"
+#include "proto/fleetpmu/config/config_defaults.h"
 
 namespace fleetpmu::config {
 namespace {
@@ -195,6 +196,28 @@ TEST(ValidateShimConfigTest, ChecksKvmVms) {
   EXPECT_THAT(problem, HasSubstr("kvm.vms[0].h: 40 exceeds 31"));
   EXPECT_THAT(problem, HasSubstr("kvm.vms[1].vm_id: \"c1\" duplicates kvm.vms[0].vm_id"));
   EXPECT_THAT(problem, HasSubstr("kvm.vms[1].tenant_id: empty"));
+}
+
+TEST(ValidateShimConfigTest, ChecksKvmCanaryPeriodsAndHostEvents) {
+  ShimConfig config = Parse<ShimConfig>(R"pb(
+    backend: BACKEND_KVM
+    kvm {
+      vms {
+        vm_id: "c1"
+        tenant_id: "acme"
+        canary { events: [0x00] sample_periods: [64, 5] timeout { nanos: 1000 } }
+      }
+      host_events { name: "cycles" event_code: 0x11 sample_period: 1000 }
+      host_events { name: "cycles" event_code: 0x10000 }
+    }
+  )pb");
+  ApplyShimDefaults(&config);
+  const std::string problem = Message(ValidateShimConfig(config));
+  EXPECT_THAT(problem, HasSubstr("kvm.vms[0].canary.sample_periods: 2 periods for 1 events"));
+  EXPECT_THAT(problem, HasSubstr("kvm.vms[0].canary.timeout"));
+  EXPECT_THAT(problem, HasSubstr("kvm.host_events[0].sample_period: the kvm backend counts host events"));
+  EXPECT_THAT(problem, HasSubstr("kvm.host_events[1].name: \"cycles\" duplicates kvm.host_events[0].name"));
+  EXPECT_THAT(problem, HasSubstr("kvm.host_events[1].event_code: 0x10000 exceeds 0xFFFF"));
 }
 
 TEST(ValidateShimConfigTest, ReportsEveryProblemButAtMostTwenty) {

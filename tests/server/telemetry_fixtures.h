@@ -80,6 +80,7 @@ inline fleetpmu::v1::VmInfo MakeVm(const std::string& vm_id, const std::string& 
   vm.set_tenant_id(tenant_id);
   vm.set_vcpus(vcpus);
   vm.set_guest_counters(h);
+  vm.set_guest_visible_counters(h);
   vm.set_policy(fleetpmu::v1::POLICY_REVIEWED);
   vm.set_implementation(fleetpmu::v1::PMU_IMPLEMENTATION_PARTITIONED);
   return vm;

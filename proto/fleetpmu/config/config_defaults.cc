@@ -92,6 +92,8 @@ void ApplyCanaryDefaults(CanaryParams* canary) {
   if (canary->sample_period() == 0) canary->set_sample_period(100000);
   if (canary->wraps() == 0) canary->set_wraps(1000);
   if (!canary->has_use_cycle_counter()) canary->set_use_cycle_counter(true);
+  if (canary->cycle_sample_period() == 0) canary->set_cycle_sample_period(canary->sample_period());
+  if (!canary->has_timeout()) SetDuration(canary->mutable_timeout(), 30, 0);
 }
 
 void ApplyKvmDefaults(KvmHost* kvm) {

@@ -449,6 +449,40 @@ void CheckKvm(Problems& problems, const KvmHost& kvm) {
     CheckRange<uint64_t>(problems, Field(canary, "sample_period"), vm.canary().sample_period(),
                          1, uint64_t{1} << 32);
     CheckRange<uint64_t>(problems, Field(canary, "wraps"), vm.canary().wraps(), 1, 1000000000);
+    if (vm.canary().sample_periods_size() > vm.canary().events_size()) {
+      problems.Add(Field(canary, "sample_periods"),
+                   absl::StrCat(vm.canary().sample_periods_size(), " periods for ",
+                                vm.canary().events_size(), " events"));
+    }
+    for (int j = 0; j < vm.canary().sample_periods_size(); ++j) {
+      CheckRange<uint64_t>(problems, Element(Field(canary, "sample_periods"), j),
+                           vm.canary().sample_periods(j), 0, uint64_t{1} << 32);
+    }
+    CheckRange<uint64_t>(problems, Field(canary, "cycle_sample_period"),
+                         vm.canary().cycle_sample_period(), 1, uint64_t{1} << 32);
+    CheckDuration(problems, Field(canary, "timeout"), vm.canary().timeout(), absl::Milliseconds(10),
+                  absl::Hours(1));
+  }
+  // Host events of the kvm backend: counted with perf_event_open, never sampled.
+  constexpr int kMaxHostEvents = 64;
+  if (kvm.host_events_size() > kMaxHostEvents) {
+    problems.Add("kvm.host_events", absl::StrCat(kvm.host_events_size(), " host events, more than ",
+                                                 kMaxHostEvents));
+  }
+  UniqueIds names("kvm.host_events");
+  for (int i = 0; i < kvm.host_events_size(); ++i) {
+    const fleetpmu::v1::HostEvent& event = kvm.host_events(i);
+    const std::string path = Element("kvm.host_events", i);
+    CheckIdentity(problems, Field(path, "name"), event.name(), "host events are reported by name");
+    names.Check(problems, Field(path, "name"), event.name(), i, "name");
+    if (event.event_code() > kMaxEventNumber) {
+      problems.Add(Field(path, "event_code"),
+                   absl::StrCat(Hex(event.event_code()), " exceeds ", Hex(kMaxEventNumber)));
+    }
+    if (event.sample_period() != 0) {
+      problems.Add(Field(path, "sample_period"),
+                   "the kvm backend counts host events; sampling them is not supported");
+    }
   }
 }
 

@@ -146,6 +146,25 @@ TEST(HostSimulator, IdleGuestsStayFreeAndCostNothing) {
   EXPECT_EQ(idle, 4);
 }
 
+// A guest's perf probe reads PMCR_EL0.N through the PMU model: under MDCR_EL2.HPMN = h it sees h,
+// on FGT and non-FGT pCPUs alike. Idle guests never probe.
+TEST(HostSimulator, GuestsSeeTheirHCountersInPmcrN) {
+  v1::SimHost config = LoadSim("sim-host.textproto");
+  absl::StatusOr<std::unique_ptr<HostSimulator>> sim = HostSimulator::Create(config, {.check_invariants = true});
+  ASSERT_TRUE(sim.ok());
+  ASSERT_TRUE((*sim)->RunUntil(300000000).ok());
+  int probed = 0;
+  for (const SimVcpuInfo& v : (*sim)->vcpus()) {
+    if (v.vm_id == "initech-idle") {
+      EXPECT_EQ(v.observed_n, -1) << v.vm_id << " vCPU " << v.vcpu_index;
+      continue;
+    }
+    EXPECT_EQ(v.observed_n, v.h) << v.vm_id << " vCPU " << v.vcpu_index;
+    ++probed;
+  }
+  EXPECT_GT(probed, 0);
+}
+
 }  // namespace
 }  // namespace fleetpmu::sim
 

@@ -230,6 +230,15 @@ TEST(IntervalReporter, EveryReportIsWellFormed) {
     EXPECT_EQ(r.interval().start_unix_ns(), expected_start);
     const int64_t length = i + 1 == run.reports.size() ? 55'000'000 : static_cast<int64_t>(kIntervalNs);
     EXPECT_EQ(r.interval().end_unix_ns(), expected_start + length);
+    for (const v1::VmInfo& vm : r.vms()) {
+      // What the guests read of PMCR_EL0.N travels with the configured h; idle guests never read.
+      if (vm.vm_id() == "idle-1") {
+        EXPECT_FALSE(vm.has_guest_visible_counters());
+      } else if (i > 0) {
+        ASSERT_TRUE(vm.has_guest_visible_counters()) << vm.vm_id();
+        EXPECT_EQ(vm.guest_visible_counters(), vm.guest_counters()) << vm.vm_id();
+      }
+    }
     expected_start = r.interval().end_unix_ns();
     EXPECT_EQ(r.has_host_info(), i == 0);
     EXPECT_EQ(r.vms_size(), 4);

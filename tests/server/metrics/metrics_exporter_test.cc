@@ -124,6 +124,8 @@ TEST_F(MetricsExporterTest, SeriesFollowDesignNamesAndLabels) {
                               "phase=\"load\",tenant=\"tenant-a\",vm=\"vm-1\",le=\"1e-05\"} 300"));
   EXPECT_THAT(body, HasSubstr("fleetpmu_vm_guest_counters{host=\"arm-1\",tenant=\"tenant-a\","
                               "vm=\"vm-1\"} 3"));
+  EXPECT_THAT(body, HasSubstr("fleetpmu_vm_guest_visible_counters{host=\"arm-1\","
+                              "tenant=\"tenant-a\",vm=\"vm-1\"} 3"));
   EXPECT_THAT(body, HasSubstr("fleetpmu_pmu_counters{host=\"arm-1\",pmu=\"armv8_pmuv3_0\"} 6"));
   EXPECT_THAT(body, HasSubstr("fleetpmu_host_pcpus{host=\"arm-1\",pmu=\"armv8_pmuv3_0\"} 4"));
   // pCPU 0 half, pCPU 1 a quarter of two 10 s samples each: 7.5 s of 20 s.
