@@ -24,9 +24,12 @@ if [[ "${1:-}" == "--dry-run" ]]; then dry_run=1; fi
 
 # Programs that run on the build machine. protoc and grpc_cpp_plugin generate the arm64 build's
 # code too (their versions equal the :arm64 libraries', Debian keeps both in lock-step).
+# qemu-system-arm, mmdebstrap (with arch-test for its foreign-architecture check), cpio and
+# xz-utils: the emulated ARM host of tests/emulated-arm (label `emulated`).
 host_packages=(
   crossbuild-essential-arm64 qemu-user-static binfmt-support
   cmake ninja-build protobuf-compiler protobuf-compiler-grpc nlohmann-json3-dev
+  qemu-system-arm mmdebstrap arch-test cpio xz-utils
 )
 # Libraries the shim, the agent and their unit tests link, for arm64 (nlohmann-json3-dev above is
 # architecture-independent). libgtest-dev and

@@ -18,10 +18,13 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <map>
+#include <optional>
 #include <iostream>
 #include <set>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -40,6 +43,9 @@
 #include "hypervisor-shim/sim/run_summary.h"
 #include "hypervisor-shim/telemetry/interval_reporter.h"
 #include "hypervisor-shim/telemetry/shim_sender.h"
+#if defined(__aarch64__)
+#include "hypervisor-shim/kvm/kvm_backend.h"
+#endif
 
 ABSL_FLAG(std::string, config, "",
           "ShimConfig in protobuf text format (example: deploy/examples/shim-sim.textproto)");
@@ -47,7 +53,8 @@ ABSL_FLAG(bool, print_config, false,
           "print the effective config (every default filled in) as text format and exit");
 ABSL_FLAG(absl::Duration, run_for, absl::ZeroDuration(),
           "sim backend: simulate this much virtual time as fast as possible, with no agent, then "
-          "print a summary (e.g. --run-for=10s)");
+          "print a summary (e.g. --run-for=10s); kvm backend: run every VM's canary once, with no "
+          "agent, stopping vCPUs still running after this, then print the verdict");
 ABSL_FLAG(std::string, summary, "json", "format of the --run-for summary: json");
 ABSL_FLAG(std::string, summary_file, "",
           "streaming runs: write the run's JSON summary (as --run-for prints it) to this file at exit");
@@ -74,7 +81,10 @@ telemetry to fleetpmu-agent over a unix socket. Configuration: docs/config.md.
       runs the simulated host for 10 virtual seconds at full speed, with no agent, and prints
       one JSON object: per tenant and policy the switches, swaps and the fate of every overflow.
 
-Status: the kvm backend is not implemented yet.)";
+With backend: BACKEND_KVM (arm64 builds only) the shim runs each configured VM's built-in canary
+guest on /dev/kvm. --run-for=D runs every canary once (vCPUs still running after D are stopped)
+and prints the vPMU verdict as JSON, exiting 1 if any VM is refused or invalid; without it, the
+canaries run once per report_interval and each round is sent to the agent until SIGINT/SIGTERM.)";
 
 // Virtual time simulated between two looks at the wall clock and at the stop request.
 constexpr uint64_t kStepNs = 10'000'000;
@@ -298,6 +308,95 @@ int RunStreaming(const std::string& program, const fleetpmu::v1::ShimConfig& con
   return fleetpmu::cli::kExitOk;
 }
 
+
+#if defined(__aarch64__)
+// The kvm backend (hypervisor-shim/kvm/kvm_backend.h): canary rounds on the real host.
+int RunKvm(const std::string& program, const fleetpmu::v1::ShimConfig& config) {
+  const absl::Duration run_for = absl::GetFlag(FLAGS_run_for);
+  const bool streaming = run_for == absl::ZeroDuration();
+  if (!streaming && absl::GetFlag(FLAGS_summary) != "json") {
+    return fleetpmu::cli::UsageError(program, "--summary supports only json");
+  }
+  if (run_for < absl::ZeroDuration()) return fleetpmu::cli::UsageError(program, "--run-for must be positive");
+  // First, before gRPC or the sender start threads.
+  std::optional<TerminationSignals> signals;
+  if (streaming) signals.emplace(program);
+  auto log = [&program](const std::string& line) { LogLine(program, line); };
+
+  fleetpmu::v1::KvmHost kvm = config.kvm();
+  if (!streaming) {
+    // --run-for bounds the canaries' run: each guest's budget is cut to fit.
+    for (fleetpmu::v1::KvmVm& vm : *kvm.mutable_vms()) {
+      const absl::Duration timeout = std::min(
+          absl::Seconds(vm.canary().timeout().seconds()) + absl::Nanoseconds(vm.canary().timeout().nanos()), run_for);
+      vm.mutable_canary()->mutable_timeout()->set_seconds(absl::ToInt64Seconds(timeout));
+      vm.mutable_canary()->mutable_timeout()->set_nanos(
+          static_cast<int32_t>(absl::ToInt64Nanoseconds(timeout - absl::Seconds(absl::ToInt64Seconds(timeout)))));
+    }
+  }
+  fleetpmu::kvm::KvmBackendOptions options;
+  options.shim_version = std::string(fleetpmu::cli::ProjectVersion());
+  options.overflow_event_limit = config.telemetry_ring_capacity();
+  const absl::Time start = absl::Now();
+  absl::StatusOr<std::unique_ptr<fleetpmu::kvm::KvmBackend>> backend =
+      fleetpmu::kvm::KvmBackend::Create(kvm, options);
+  if (!backend.ok()) {
+    std::cerr << program << ": kvm backend: " << backend.status().message() << "\n";
+    return fleetpmu::cli::kExitFailure;
+  }
+  if (!streaming) {
+    if (absl::Status s = (*backend)->RunRound(); !s.ok()) {
+      std::cerr << program << ": kvm backend: " << s.message() << "\n";
+      return fleetpmu::cli::kExitFailure;
+    }
+    for (const auto& [vm_id, why] : (*backend)->refused()) log(absl::StrCat("VM ", vm_id, " refused: ", why));
+    std::cout << (*backend)->SummaryJson(absl::ToDoubleSeconds(absl::Now() - start)) << "\n";
+    return (*backend)->valid() ? fleetpmu::cli::kExitOk : fleetpmu::cli::kExitFailure;
+  }
+
+  fleetpmu::telemetry::ShimSenderOptions sender_options;
+  sender_options.agent_socket = config.agent_socket();
+  sender_options.shim_id = config.shim_id();
+  sender_options.shim_epoch = fleetpmu::telemetry::NewShimEpoch();
+  sender_options.backend = config.backend();
+  sender_options.host_info = (*backend)->host_info();
+  sender_options.log = log;
+  fleetpmu::telemetry::ShimSender sender(sender_options);
+  const absl::Duration interval = absl::Seconds(config.report_interval().seconds()) +
+                                  absl::Nanoseconds(config.report_interval().nanos());
+  log(absl::StrCat("shim ", config.shim_id(), " epoch ", sender_options.shim_epoch, ": kvm backend, ",
+                   kvm.vms_size(), " canary VMs every ", absl::FormatDuration(interval), " to unix:",
+                   config.agent_socket()));
+  sender.Start();
+  uint64_t rounds = 0;
+  std::map<std::string, std::string> refusals;  // logged once per VM and reason, not every round
+  for (bool finished = false; !finished;) {
+    const absl::Time round_start = absl::Now();
+    if (absl::Status s = (*backend)->RunRound(); !s.ok()) {
+      log(absl::StrCat("canary round failed: ", s.message()));
+      sender.Stop();
+      return fleetpmu::cli::kExitFailure;
+    }
+    ++rounds;
+    for (const auto& [vm_id, why] : (*backend)->refused()) {
+      if (std::exchange(refusals[vm_id], why) != why) log(absl::StrCat("VM ", vm_id, " refused: ", why));
+    }
+    finished = signals->WaitUntil(round_start + interval);
+    sender.Submit((*backend)->TakeReport());
+  }
+  const bool flushed = sender.Flush(kFlushTimeout);
+  const fleetpmu::telemetry::ShimSenderStats stats = sender.stats();
+  if (const std::string path = absl::GetFlag(FLAGS_summary_file); !path.empty()) {
+    std::ofstream out(path);
+    out << (*backend)->SummaryJson(absl::ToDoubleSeconds(absl::Now() - start)) << "\n";
+    if (!out) log(absl::StrCat("cannot write the summary to ", path));
+  }
+  sender.Stop();
+  log(absl::StrCat("stopped after ", rounds, " canary rounds; the agent acknowledged seq <= ", stats.acked_seq,
+                   flushed ? " (all)" : absl::StrCat(" of ", stats.last_seq)));
+  return fleetpmu::cli::kExitOk;
+}
+#endif
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -329,13 +428,9 @@ int main(int argc, char** argv) {
     return fleetpmu::cli::kExitOk;
   }
 
-  if (config->backend() != fleetpmu::v1::BACKEND_SIM) {
-    if (absl::GetFlag(FLAGS_run_for) != absl::ZeroDuration()) {
-      return fleetpmu::cli::UsageError(program, "--run-for needs the sim backend");
-    }
-    std::cerr << program << ": " << path << ": the kvm backend is not implemented yet\n";
-    return fleetpmu::cli::kExitFailure;
-  }
+#if defined(__aarch64__)
+  if (config->backend() == fleetpmu::v1::BACKEND_KVM) return RunKvm(program, *config);
+#endif
   if (absl::GetFlag(FLAGS_run_for) != absl::ZeroDuration()) return RunSimulation(program, *config);
   return RunStreaming(program, *config);
 }
